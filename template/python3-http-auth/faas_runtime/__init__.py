@@ -1,0 +1,1 @@
+"""The localfaas function runtime: a watchdog on waitress with auth built in."""
