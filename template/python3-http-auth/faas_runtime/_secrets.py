@@ -48,8 +48,7 @@ class SecretFile:
             text = self.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(
-                f"secret {self.name!r} is not UTF-8 text; write one value "
-                "per line"
+                f"secret {self.name!r} is not UTF-8 text; write one value per line"
             ) from exc
         return [line.strip() for line in text.splitlines() if line.strip()]
 

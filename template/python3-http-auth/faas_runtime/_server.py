@@ -90,12 +90,17 @@ class _Stopper:
         self.settings = settings
         self.lock = lock
         self.stopping = False
+        self.drained = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.drained:
+            # Sent by drain() itself: waitress's run() turns this
+            # KeyboardInterrupt into a clean close.
+            raise KeyboardInterrupt
         if self.stopping:
             log.warning("second signal: exiting without waiting")
             os._exit(1)
@@ -114,7 +119,7 @@ class _Stopper:
                 self.app.inflight,
                 self.settings.write_timeout,
             )
-        # waitress's run() turns KeyboardInterrupt into a clean close.
+        self.drained = True
         _thread.interrupt_main()
 
     def write_lock(self) -> None:
