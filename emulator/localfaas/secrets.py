@@ -70,11 +70,11 @@ _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 _MAX_NAME = 253
 
-# A stored secret is _MAGIC + nonce + AES-GCM ciphertext and tag.
+# A stored secret is a file named like the secret (253 characters fit in
+# NAME_MAX, 255) holding _MAGIC + nonce + AES-GCM ciphertext and tag.
 _MAGIC = b"LFS1"
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
-_SUFFIX = ".secret"
 
 
 class SecretError(Exception):
@@ -310,7 +310,7 @@ class SecretStore:
         return self.project_secrets / name
 
     def _entry(self, name: str) -> Path:
-        return self.folder / f"{name}{_SUFFIX}"
+        return self.folder / name
 
     def _file_names(self) -> builtins.list[str]:
         if not self.project_secrets.is_dir():
@@ -324,12 +324,7 @@ class SecretStore:
     def _stored_names(self) -> builtins.list[str]:
         if not self.folder.is_dir():
             return []
-        stems = (
-            path.name.removesuffix(_SUFFIX)
-            for path in self.folder.iterdir()
-            if path.name.endswith(_SUFFIX)
-        )
-        return [stem for stem in stems if _is_name(stem)]
+        return [p.name for p in self.folder.iterdir() if _is_name(p.name)]
 
     def _refuse_file(self, name: str) -> None:
         if self._file(name).is_file():
@@ -487,7 +482,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     # A temporary file in the same folder, then rename(2): readers see the
     # old file or the new one. The leading "." keeps it out of listings,
     # since no valid secret name starts with one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
