@@ -8,10 +8,12 @@ so an accepted call survives an emulator that is stopped or killed.
 
 A call moves through these states::
 
-    pending ──► running ──► invoked ──► done     callback delivered, or
-                   │                             none was asked for
-                   └──────────────────► failed   callback refused or given
-                                                 up on; ``reason`` says why
+    pending ──► running ──┬─────────────► done     no callback was asked for
+                          └─► invoked ──┬─► done   callback delivered
+                                        └─► failed callback refused or given
+                                                   up on; ``reason`` says why
+
+A stop or a crash puts a running call back to pending at the next start.
 
 Delivery guarantee: exactly once to the callback, or retried with a record
 of why. The function's response is written to disk before the callback is
@@ -182,9 +184,13 @@ class AsyncQueue:
     ``invoke`` stands for the gateway: it runs one call through
     ``/function/...`` and must not raise for an unreachable function (it
     returns status 503); an exception is logged and treated the same way.
-    A failed callback is retried ``callback_retries`` times after the
-    first attempt, waiting ``backoff`` seconds, then twice that, and so on.
-    Finished calls keep their record but not their bodies.
+    A callback that meets a connection error, a timeout, a 5xx, 408 or
+    429 is retried ``callback_retries`` times after the first attempt,
+    waiting ``backoff`` seconds, then twice that, and so on. Any other
+    answer is final: 2xx delivers; a 3xx fails the call without being
+    followed or retried, its Location logged; 4xx fails it. https
+    receivers must present a certificate the system trusts. Delivered
+    calls keep their record but not their bodies.
     """
 
     def __init__(
