@@ -193,6 +193,20 @@ class TestEncryptionAtRest:
         assert mode(layout.key.parent) == 0o700
         assert not layout.key.is_relative_to(layout.project)
 
+    def test_state_files_are_private(
+        self,
+        store: SecretStore,
+        layout: Layout,
+    ) -> None:
+        """Stored secrets are 0600 files in a 0700 folder, no leftovers."""
+        store.create("token", b"v")
+        store.update("token", b"w")
+
+        folder = layout.state / "secrets"
+        assert mode(folder) == 0o700
+        entries = [(path.name, mode(path)) for path in folder.iterdir()]
+        assert entries == [("token", 0o600)]
+
     def test_reading_files_needs_no_key(
         self, store: SecretStore, layout: Layout
     ) -> None:

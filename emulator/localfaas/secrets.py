@@ -248,7 +248,7 @@ class SecretStore:
         validate_secret_name(name)
         _check_value(value)
         with self._lock:
-            if self._file(name).exists():
+            if self._file(name).is_file():
                 raise SecretExists(name, self._file(name))
             if self._entry(name).exists():
                 raise SecretExists(name)
