@@ -1,0 +1,137 @@
+"""The process: waitress on ``port``, the lock file, and a graceful stop.
+
+On SIGTERM the function does what of-watchdog does, so Kubernetes and faasd
+roll it without dropping requests: remove the lock file (health turns 503),
+keep serving for ``healthcheck_interval`` while endpoints are updated, wait
+for in-flight requests up to ``write_timeout``, then exit. A second signal
+exits at once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import waitress
+
+from ._middleware import AuthMiddleware
+from ._settings import Settings
+from ._watchdog import Watchdog
+from ._wsgi import WSGIApp
+
+log = logging.getLogger("faas_runtime")
+
+
+def configure_logging() -> None:
+    """One line per event on stderr, which OpenFaaS collects as logs."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def build_app(function: WSGIApp, settings: Settings) -> Watchdog:
+    """The function wrapped in auth, then in the watchdog's duties."""
+    secured = AuthMiddleware.from_env(
+        function, os.environ, Path(settings.secret_mount_path)
+    )
+    return Watchdog(
+        secured,
+        max_inflight=settings.max_inflight,
+        exec_timeout=settings.exec_timeout,
+        workers=settings.waitress_threads,
+    )
+
+
+def serve(function: WSGIApp, settings: Settings) -> None:
+    """Serve ``function`` until SIGTERM or SIGINT, then drain and return."""
+    app = build_app(function, settings)
+    server = waitress.create_server(
+        app,
+        host=settings.listen_address,
+        port=settings.port,
+        threads=settings.waitress_threads,
+        channel_timeout=max(settings.read_timeout, settings.write_timeout),
+        max_request_body_size=settings.max_request_body,
+        ident="",
+        clear_untrusted_proxy_headers=False,
+    )
+    lock = None if settings.suppress_lock else Path(settings.lock_file)
+    stopper = _Stopper(app, settings, lock)
+    stopper.install()
+
+    stopper.write_lock()
+    app.healthy = True
+    log.info(
+        "serving on %s:%d secrets=%s",
+        settings.listen_address,
+        settings.port,
+        settings.secret_mount_path,
+    )
+    try:
+        server.run()
+    finally:
+        stopper.remove_lock()
+    log.info("stopped")
+
+
+class _Stopper:
+    """Turns SIGTERM into the drain sequence, and a second one into exit."""
+
+    def __init__(self, app: Watchdog, settings: Settings, lock: Path | None) -> None:
+        self.app = app
+        self.settings = settings
+        self.lock = lock
+        self.stopping = False
+        self.drained = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.drained:
+            # Sent by drain() itself: waitress's run() turns this
+            # KeyboardInterrupt into a clean close.
+            raise KeyboardInterrupt
+        if self.stopping:
+            log.warning("second signal: exiting without waiting")
+            os._exit(1)
+        self.stopping = True
+        self.app.healthy = False
+        self.remove_lock()
+        threading.Thread(target=self.drain, name="drain", daemon=True).start()
+
+    def drain(self) -> None:
+        wait = self.settings.drain_wait
+        log.info("draining: serving for %.1fs more, then finishing requests", wait)
+        threading.Event().wait(wait)
+        if not self.app.wait_idle(self.settings.write_timeout):
+            log.warning(
+                "drain: %d request(s) still running after write_timeout=%.1fs",
+                self.app.inflight,
+                self.settings.write_timeout,
+            )
+        self.drained = True
+        _thread.interrupt_main()
+
+    def write_lock(self) -> None:
+        if self.lock is None:
+            return
+        try:
+            self.lock.touch()
+        except OSError as exc:
+            # A read-only /tmp: serve anyway, but say why the image's health
+            # check will fail.
+            log.warning("cannot write the lock file %s: %s", self.lock, exc)
+
+    def remove_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.unlink(missing_ok=True)

@@ -1,0 +1,727 @@
+"""Webhook signatures: one verifier per sender's scheme, and their signers.
+
+Every scheme signs the raw body bytes (webhooks-and-auth.md §1). The rules
+all verifiers share:
+
+- Each key line of the secret file is tried against each presented
+  signature, every pair compared with ``hmac.compare_digest`` on digests of
+  fixed length and without an early exit, so the time taken does not tell
+  which key matched; several lines let a key be rotated without downtime.
+- Presented values parse strictly: exact hex length, canonical base64, Unix
+  seconds as plain digits. A header sent twice arrives joined with ", "
+  (see ``Headers``) and is refused rather than guessed at.
+- Timestamps more than ``tolerance`` seconds off, in either direction, are
+  refused. Stripe's own library refuses only old ones; a timestamp far in
+  the future is either a badly wrong clock or a signature minted to outlive
+  the window, and refusing it costs a well-synchronised sender nothing.
+- A ``ReplayCache`` accepts each delivery once. It is keyed by the sender's
+  delivery id. GitHub's and Shopify's ids are not covered by the signature,
+  so there the cache stops resent copies, not an attacker who edits the id.
+  Stripe sends no id; its key is the SHA-256 of the signed ``<t>.<body>``,
+  which a copy cannot change without breaking the signature.
+
+The reasons in ``Unauthorized`` go to the function's log: they name the
+header and what was wrong, never a key or a presented signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import logging
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from ._errors import ConfigError, Unauthorized
+from ._secrets import SecretFile
+from ._types import AuthRequest, Identity
+
+logger = logging.getLogger("faas_runtime.webhooks")
+
+Clock = Callable[[], float]
+Parts = tuple[bytes, ...]
+
+_HEX = {"sha256": re.compile("[0-9a-f]{64}"), "sha1": re.compile("[0-9a-f]{40}")}
+# Value prefix -> digest, per header style.
+_SHA256 = {"sha256": "sha256"}
+_SHA1 = {"sha1": "sha1"}
+_SLACK = {"v0": "sha256"}
+# Plain digits without a leading zero, so the string signed is the one the
+# sender's library formats from the integer.
+_UNIX_TIME = re.compile("0|[1-9][0-9]{0,14}")
+# Delivery ids become log subjects and cache keys: printable ASCII, no space.
+_ID = re.compile("[!-~]{1,256}")
+_STRIPE_FIELD = re.compile("([a-z0-9]+)=([!-~]+)")
+_STANDARD_ENTRY = re.compile("(v[0-9a-z]*),([A-Za-z0-9+/]+={0,2})")
+_STANDARD_SIZES = {"v1": 32, "v1a": 64}
+_SHOPIFY_HEADERS = ("X-Shopify-Hmac-SHA256", "Shopify-Hmac-Sha256")
+# Each v1a check hashes the whole body again, so a header listing hundreds
+# of signatures would cost seconds of CPU on a body of a few MiB.
+_MAX_SIGNATURES = 16
+
+
+class ReplayCache:
+    """Recently accepted delivery keys, so each delivery is accepted once.
+
+    Thread-safe. Memory is bounded by ``max_entries``: when that many keys
+    are still within their time, new ones are refused (fail closed) and a
+    warning is logged until room frees up.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        clock: Clock = time.monotonic,
+        max_entries: int = 100_000,
+    ) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise ConfigError(
+                f"replay cache needs ttl > 0 and max_entries >= 1, got "
+                f"ttl={ttl!r}, max_entries={max_entries!r}"
+            )
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._expiry: dict[str, float] = {}
+        self._queue: list[tuple[float, str]] = []
+        self._full = False
+
+    def check_and_remember(self, key: str, *, lifetime: float = 0.0) -> bool:
+        """Remember ``key``; False if it is still remembered (or no room).
+
+        ``lifetime`` keeps this key longer than ``ttl``: a delivery stamped
+        ahead of our clock stays acceptable until its stamp is ``tolerance``
+        old, which can be later than ``ttl`` from now.
+        """
+        with self._lock:
+            now = self._clock()
+            self._forget(now)
+            if key in self._expiry:
+                return False
+
+            if len(self._expiry) >= self.max_entries:
+                self._set_full(True)
+                return False
+
+            self._set_full(False)
+            expiry = now + max(self.ttl, lifetime)
+            self._expiry[key] = expiry
+            heapq.heappush(self._queue, (expiry, key))
+            return True
+
+    def _forget(self, now: float) -> None:
+        while self._queue and self._queue[0][0] <= now:
+            _, key = heapq.heappop(self._queue)
+            del self._expiry[key]
+
+    def _set_full(self, full: bool) -> None:
+        if full and not self._full:
+            logger.warning(
+                "replay cache full (%d entries within their ttl); refusing "
+                "new deliveries until some expire",
+                len(self._expiry),
+            )
+        elif self._full and not full:
+            logger.info("replay cache has room again")
+        self._full = full
+
+
+class GitHubVerifier:
+    """GitHub's ``X-Hub-Signature-256: sha256=<hex>`` over the body."""
+
+    scheme = "github"
+    needs_body = True
+
+    def __init__(
+        self,
+        secret: SecretFile,
+        *,
+        allow_sha1: bool = False,
+        replay: ReplayCache | None = None,
+    ) -> None:
+        self.secret = secret
+        self.allow_sha1 = allow_sha1
+        self.replay = replay
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept a body signed with any key line of the secret."""
+        keys = _utf8_keys(self.secret)
+
+        # GitHub sends both headers; the SHA-1 one only counts when the
+        # SHA-256 one is absent, so a bad SHA-256 value cannot be bypassed.
+        name, allowed = "X-Hub-Signature-256", _SHA256
+        if self.allow_sha1 and name not in request.headers:
+            name, allowed = "X-Hub-Signature", _SHA1
+        algorithm, presented = _prefixed_hex(request, name, allowed)
+        index = _check_hmac(
+            self.secret, keys, (request.body,), [presented], name, algorithm
+        )
+
+        delivery = _optional_id(request, "X-GitHub-Delivery")
+        _remember(self.replay, "github", delivery, "X-GitHub-Delivery")
+        claims = {
+            "delivery": delivery,
+            "event": _optional_id(request, "X-GitHub-Event"),
+            "algorithm": algorithm,
+            "key_index": index,
+        }
+        return Identity(self.scheme, delivery or "github", claims)
+
+
+class HmacVerifier:
+    """faas-cli ``invoke --sign HEADER --key K``: ``sha256=<hex>`` of the body."""
+
+    scheme = "hmac"
+    needs_body = True
+
+    def __init__(
+        self, secret: SecretFile, *, header: str = "Hmac", allow_sha1: bool = False
+    ) -> None:
+        self.secret = secret
+        self.header = header
+        # faas-cli before 0.17.1 (2025-01) signed with SHA-1.
+        self.allowed = {**_SHA256, **_SHA1} if allow_sha1 else _SHA256
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept a body signed with any key line of the secret."""
+        keys = _utf8_keys(self.secret)
+        algorithm, presented = _prefixed_hex(request, self.header, self.allowed)
+        index = _check_hmac(
+            self.secret, keys, (request.body,), [presented], self.header, algorithm
+        )
+        claims = {"header": self.header, "algorithm": algorithm, "key_index": index}
+        return Identity(self.scheme, "hmac", claims)
+
+
+class StripeVerifier:
+    """``Stripe-Signature: t=<unix>,v1=<hex>...`` over ``<t>.<body>``."""
+
+    scheme = "stripe"
+    needs_body = True
+
+    def __init__(
+        self,
+        secret: SecretFile,
+        *,
+        tolerance: float = 300,
+        replay: ReplayCache | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.secret = secret
+        self.tolerance = tolerance
+        self.replay = replay
+        self.clock = clock
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept when any ``v1`` matches any key line (``whsec_`` kept)."""
+        keys = _utf8_keys(self.secret)
+        stamp, presented = _stripe_fields(_header(request, "Stripe-Signature"))
+        left = _fresh(stamp, "Stripe-Signature t", self.tolerance, self.clock)
+
+        signed = (f"{stamp}.".encode(), request.body)
+        name = "Stripe-Signature"
+        index = _check_hmac(self.secret, keys, signed, presented, name)
+
+        _remember(self.replay, "stripe", _sha256(signed), "signed payload", left)
+        claims = {"timestamp": int(stamp), "key_index": index}
+        return Identity(self.scheme, "stripe", claims)
+
+
+class SlackVerifier:
+    """``X-Slack-Signature: v0=<hex>`` over ``v0:<timestamp>:<body>``."""
+
+    scheme = "slack"
+    needs_body = True
+
+    def __init__(
+        self, secret: SecretFile, *, tolerance: float = 300, clock: Clock = time.time
+    ) -> None:
+        self.secret = secret
+        self.tolerance = tolerance
+        self.clock = clock
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept a fresh request signed with any key line of the secret."""
+        keys = _utf8_keys(self.secret)
+        stamp = _header(request, "X-Slack-Request-Timestamp")
+        _fresh(stamp, "X-Slack-Request-Timestamp", self.tolerance, self.clock)
+
+        _, presented = _prefixed_hex(request, "X-Slack-Signature", _SLACK)
+        signed = (f"v0:{stamp}:".encode(), request.body)
+        name = "X-Slack-Signature"
+        index = _check_hmac(self.secret, keys, signed, [presented], name)
+
+        claims = {"timestamp": int(stamp), "key_index": index}
+        return Identity(self.scheme, "slack", claims)
+
+
+class StandardWebhooksVerifier:
+    """Standard Webhooks (Svix with ``header_prefix="svix"``): ``v1``, ``v1a``.
+
+    Key lines: ``whsec_<base64>`` (or bare base64) for ``v1`` HMAC-SHA256,
+    ``whpk_<base64>`` Ed25519 public keys for ``v1a``. Behaves like the
+    project's reference verifier (libraries/python/standardwebhooks), except
+    that it also checks ``v1a``, refuses a timestamp that is not plain
+    integer seconds (the spec's format; the reference floors a float), and
+    refuses a message id containing ".", which the spec forbids because
+    ``<id>.<timestamp>.<body>`` would become ambiguous.
+    """
+
+    scheme = "standard-webhooks"
+    needs_body = True
+
+    def __init__(
+        self,
+        secret: SecretFile,
+        *,
+        tolerance: float = 300,
+        replay: ReplayCache | None = None,
+        clock: Clock = time.time,
+        header_prefix: str = "webhook",
+    ) -> None:
+        self.secret = secret
+        self.tolerance = tolerance
+        self.replay = replay
+        self.clock = clock
+        self.header_prefix = header_prefix
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept when any listed signature matches any key line."""
+        hmac_keys, public_keys = _standard_keys(self.secret)
+        msg_id = _message_id(request, f"{self.header_prefix}-id")
+        name = f"{self.header_prefix}-timestamp"
+        stamp = _header(request, name)
+        left = _fresh(stamp, name, self.tolerance, self.clock)
+
+        name = f"{self.header_prefix}-signature"
+        presented = _standard_signatures(_header(request, name), name)
+        signed = (f"{msg_id}.{stamp}.".encode(), request.body)
+        v1 = [sig for version, sig in presented if version == "v1"]
+        v1a = [sig for version, sig in presented if version == "v1a"]
+        index = _match_hmac(hmac_keys, signed, v1, "sha256")
+        index_a = _match_ed25519(public_keys, b"".join(signed), v1a)
+        if index is None and index_a is None:
+            raise Unauthorized(f"{name} matches no key in {self.secret.name!r}")
+
+        id_name = f"{self.header_prefix}-id"
+        _remember(self.replay, self.header_prefix, msg_id, id_name, left)
+        version = "v1" if index is not None else "v1a"
+        claims = {"id": msg_id, "timestamp": int(stamp), "version": version}
+        claims["key_index"] = index if index is not None else index_a
+        return Identity(self.scheme, msg_id, claims)
+
+
+class ShopifyVerifier:
+    """``X-Shopify-Hmac-SHA256: <base64>`` (or ``Shopify-Hmac-Sha256``)."""
+
+    scheme = "shopify"
+    needs_body = True
+
+    def __init__(
+        self, secret: SecretFile, *, replay: ReplayCache | None = None
+    ) -> None:
+        self.secret = secret
+        self.replay = replay
+
+    def verify(self, request: AuthRequest) -> Identity:
+        """Accept a body signed with any key line, old and new in rotation."""
+        keys = _utf8_keys(self.secret)
+        name = next(
+            (name for name in _SHOPIFY_HEADERS if name in request.headers),
+            _SHOPIFY_HEADERS[0],
+        )
+        presented = _b64(_header(request, name), 32, name)
+        index = _check_hmac(self.secret, keys, (request.body,), [presented], name)
+
+        webhook_id = _optional_id(request, "X-Shopify-Webhook-Id")
+        _remember(self.replay, "shopify", webhook_id, "X-Shopify-Webhook-Id")
+        claims = {
+            "webhook_id": webhook_id,
+            "topic": _optional_id(request, "X-Shopify-Topic"),
+            "shop": _optional_id(request, "X-Shopify-Shop-Domain"),
+            "key_index": index,
+        }
+        return Identity(self.scheme, webhook_id or "shopify", claims)
+
+
+SCHEMES: dict[str, type[Any]] = {
+    "github": GitHubVerifier,
+    "hmac": HmacVerifier,
+    "stripe": StripeVerifier,
+    "slack": SlackVerifier,
+    "standard-webhooks": StandardWebhooksVerifier,
+    "shopify": ShopifyVerifier,
+}
+
+
+def sign(
+    scheme: str,
+    key: str,
+    body: bytes,
+    *,
+    header: str | None = None,
+    timestamp: int | None = None,
+    msg_id: str | None = None,
+) -> dict[str, str]:
+    """Return the headers a real sender of ``scheme`` attaches to ``body``.
+
+    ``header`` names the header for ``hmac`` (default ``Hmac``) or the
+    prefix for ``standard-webhooks`` (default ``webhook``; ``svix`` for
+    Svix). ``timestamp`` defaults to now, ``msg_id`` to a fresh id.
+    Raises ``ValueError`` naming the argument that cannot be used.
+    """
+    if scheme not in _SIGNERS:
+        raise ValueError(
+            f"cannot sign for scheme {scheme!r}; use one of {', '.join(_SIGNERS)}"
+        )
+    if header is not None and scheme not in ("hmac", "standard-webhooks"):
+        raise ValueError(f"scheme {scheme!r} has fixed header names; drop header")
+
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return _SIGNERS[scheme](key, body, header, stamp, msg_id)
+
+
+def _sign_github(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    # GitHub still sends the legacy SHA-1 header beside the SHA-256 one.
+    return {
+        "X-Hub-Signature-256": "sha256=" + _hex(key, (body,), "sha256"),
+        "X-Hub-Signature": "sha1=" + _hex(key, (body,), "sha1"),
+        "X-GitHub-Delivery": msg_id or str(uuid.uuid4()),
+    }
+
+
+def _sign_hmac(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    return {header or "Hmac": "sha256=" + _hex(key, (body,), "sha256")}
+
+
+def _sign_stripe(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    signature = _hex(key, (f"{stamp}.".encode(), body), "sha256")
+    return {"Stripe-Signature": f"t={stamp},v1={signature}"}
+
+
+def _sign_slack(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    signature = _hex(key, (f"v0:{stamp}:".encode(), body), "sha256")
+    return {
+        "X-Slack-Request-Timestamp": str(stamp),
+        "X-Slack-Signature": f"v0={signature}",
+    }
+
+
+def _sign_standard(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    msg_id = msg_id or f"msg_{secrets.token_hex(12)}"
+    signed = f"{msg_id}.{stamp}.".encode() + body
+    if key.startswith("whsk_"):
+        private = _private_key(key.removeprefix("whsk_"))
+        signature = "v1a," + _b64encode(private.sign(signed))
+    else:
+        raw = _decode_key(key.removeprefix("whsec_"))
+        if raw is None:
+            raise ValueError("key is not whsec_<base64> or whsk_<base64>")
+        digest = hmac.new(raw, signed, hashlib.sha256).digest()
+        signature = "v1," + _b64encode(digest)
+
+    prefix = header or "webhook"
+    return {
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(stamp),
+        f"{prefix}-signature": signature,
+    }
+
+
+def _sign_shopify(
+    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+) -> dict[str, str]:
+    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
+    return {
+        "X-Shopify-Hmac-SHA256": _b64encode(digest),
+        "X-Shopify-Webhook-Id": msg_id or str(uuid.uuid4()),
+    }
+
+
+_SIGNERS: dict[
+    str, Callable[[str, bytes, str | None, int, str | None], dict[str, str]]
+] = {
+    "github": _sign_github,
+    "hmac": _sign_hmac,
+    "stripe": _sign_stripe,
+    "slack": _sign_slack,
+    "standard-webhooks": _sign_standard,
+    "shopify": _sign_shopify,
+}
+
+
+def _header(request: AuthRequest, name: str) -> str:
+    """The one value of header ``name``; refused when absent or sent twice."""
+    value = request.headers.get(name, "")
+    if not value:
+        raise Unauthorized(f"{name} header missing")
+
+    if ", " in value:
+        raise Unauthorized(f"{name} header sent more than once")
+    return value
+
+
+def _optional_id(request: AuthRequest, name: str) -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+
+    if not _ID.fullmatch(value):
+        raise Unauthorized(f"{name} header is not printable ASCII without spaces")
+    return value
+
+
+def _message_id(request: AuthRequest, name: str) -> str:
+    value = _header(request, name)
+    if not _ID.fullmatch(value) or "." in value:
+        raise Unauthorized(f"{name} header is not an id without '.' or spaces")
+    return value
+
+
+def _prefixed_hex(
+    request: AuthRequest, name: str, allowed: Mapping[str, str]
+) -> tuple[str, bytes]:
+    """The algorithm and digest of a ``<prefix>=<hex>`` header value."""
+    prefix, _, digest = _header(request, name).partition("=")
+    algorithm = allowed.get(prefix, "")
+    if not algorithm or not _HEX[algorithm].fullmatch(digest):
+        expected = " or ".join(f"{prefix}=<hex>" for prefix in allowed)
+        raise Unauthorized(f"{name} header is not {expected}")
+    return algorithm, bytes.fromhex(digest)
+
+
+def _b64(value: str, size: int, name: str) -> bytes:
+    """Canonical standard base64 of exactly ``size`` bytes, or refuse."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or _b64encode(raw) != value:
+        raise Unauthorized(f"{name} does not hold {size} bytes in base64")
+    return raw
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _fresh(stamp: str, name: str, tolerance: float, clock: Clock) -> float:
+    """Seconds until ``stamp`` gets too old; refuse it outside the window."""
+    if not _UNIX_TIME.fullmatch(stamp):
+        raise Unauthorized(f"{name} is not Unix time in whole seconds")
+
+    age = clock() - int(stamp)
+    if age > tolerance:
+        raise Unauthorized(f"{name} is {age:.0f} s old, over {tolerance:g} s")
+    if -age > tolerance:
+        raise Unauthorized(f"{name} is {-age:.0f} s ahead, over {tolerance:g} s")
+    return tolerance - age
+
+
+def _stripe_fields(value: str) -> tuple[str, list[bytes]]:
+    """The one ``t`` and every ``v1`` of a ``Stripe-Signature`` value."""
+    fields = [_STRIPE_FIELD.fullmatch(item) for item in value.split(",")]
+    if len(fields) > _MAX_SIGNATURES or None in fields:
+        raise Unauthorized("Stripe-Signature header is not t=<unix>,v1=<hex>,...")
+
+    pairs = [match.groups() for match in fields if match is not None]
+    stamps = [value for key, value in pairs if key == "t"]
+    signatures = [value for key, value in pairs if key == "v1"]
+    if len(stamps) != 1 or not signatures:
+        raise Unauthorized("Stripe-Signature header needs one t= and a v1=")
+    if not all(_HEX["sha256"].fullmatch(sig) for sig in signatures):
+        raise Unauthorized("Stripe-Signature v1 is not a sha256 hex digest")
+    return stamps[0], [bytes.fromhex(sig) for sig in signatures]
+
+
+def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
+    """Each ``v1`` and ``v1a`` of a space-separated ``<version>,<b64>`` list.
+
+    Unknown versions are skipped, as the spec keeps room for new ones.
+    """
+    entries = [_STANDARD_ENTRY.fullmatch(entry) for entry in value.split(" ")]
+    if len(entries) > _MAX_SIGNATURES or None in entries:
+        raise Unauthorized(f"{name} header is not a list of <version>,<base64>")
+
+    pairs = [match.groups() for match in entries if match is not None]
+    found = [
+        (version, _b64(encoded, _STANDARD_SIZES[version], f"{name} {version}"))
+        for version, encoded in pairs
+        if version in _STANDARD_SIZES
+    ]
+    if not found:
+        raise Unauthorized(f"{name} header has no v1 or v1a signature")
+    return found
+
+
+def _utf8_keys(secret: SecretFile) -> list[tuple[int, bytes]]:
+    return [(index, line.encode()) for index, line in enumerate(secret.lines())]
+
+
+def _standard_keys(
+    secret: SecretFile,
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, Ed25519PublicKey]]]:
+    """HMAC keys (``whsec_`` or bare base64) and ``whpk_`` public keys."""
+    hmac_keys: list[tuple[int, bytes]] = []
+    public_keys: list[tuple[int, Ed25519PublicKey]] = []
+    for index, line in enumerate(secret.lines()):
+        where = f"key {index + 1} of secret {secret.name!r}"
+        if line.startswith("whsk_"):
+            raise ConfigError(
+                f"{where} is a whsk_ private key; a receiver needs the "
+                "sender's whpk_ public key, keep whsk_ with the sender"
+            )
+
+        if line.startswith("whpk_"):
+            raw = _decode_key(line.removeprefix("whpk_"))
+            if raw is None or len(raw) != 32:
+                raise ConfigError(f"{where} is not whpk_<base64 of 32 bytes>")
+            public_keys.append((index, Ed25519PublicKey.from_public_bytes(raw)))
+            continue
+
+        raw = _decode_key(line.removeprefix("whsec_"))
+        if raw is None:
+            raise ConfigError(f"{where} is not whsec_<base64>")
+        hmac_keys.append((index, raw))
+    return hmac_keys, public_keys
+
+
+def _decode_key(text: str) -> bytes | None:
+    """Base64 key bytes, padding optional as in the reference library."""
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except ValueError:
+        return None
+    return raw or None
+
+
+def _private_key(text: str) -> Ed25519PrivateKey:
+    """A ``whsk_`` key: the 32-byte seed, or seed + public key (64, NaCl)."""
+    raw = _decode_key(text)
+    if raw is None or len(raw) not in (32, 64):
+        raise ValueError("key is not whsk_<base64 of a 32 or 64 byte key>")
+
+    private = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    public = private.public_key().public_bytes_raw()
+    if len(raw) == 64 and raw[32:] != public:
+        raise ValueError("whsk_ key's second half is not its public key")
+    return private
+
+
+def _hex(key: str, parts: Parts, algorithm: str) -> str:
+    digest = hmac.new(key.encode(), digestmod=algorithm)
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _sha256(parts: Parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _match_hmac(
+    keys: Iterable[tuple[int, bytes]],
+    parts: Parts,
+    presented: Sequence[bytes],
+    algorithm: str,
+) -> int | None:
+    """The index of the key that signed ``parts``, trying every pair."""
+    matched = None
+    for index, key in keys:
+        mac = hmac.new(key, digestmod=algorithm)
+        for part in parts:
+            mac.update(part)
+        expected = mac.digest()
+        for signature in presented:
+            if hmac.compare_digest(expected, signature) and matched is None:
+                matched = index
+    return matched
+
+
+def _match_ed25519(
+    keys: Iterable[tuple[int, Ed25519PublicKey]],
+    signed: bytes,
+    presented: Sequence[bytes],
+) -> int | None:
+    """The index of the public key any ``v1a`` signature verifies with."""
+    matched = None
+    for index, key in keys:
+        for signature in presented:
+            try:
+                key.verify(signature, signed)
+            except InvalidSignature:
+                continue
+            matched = index if matched is None else matched
+    return matched
+
+
+def _check_hmac(
+    secret: SecretFile,
+    keys: Iterable[tuple[int, bytes]],
+    parts: Parts,
+    presented: Sequence[bytes],
+    name: str,
+    algorithm: str = "sha256",
+) -> int:
+    index = _match_hmac(keys, parts, presented, algorithm)
+    if index is None:
+        raise Unauthorized(f"{name} matches no key in secret {secret.name!r}")
+    return index
+
+
+def _remember(
+    replay: ReplayCache | None,
+    scheme: str,
+    key: str | None,
+    what: str,
+    lifetime: float = 0.0,
+) -> None:
+    """Refuse a delivery the cache has accepted before (after verifying)."""
+    if replay is None:
+        return
+
+    if key is None:
+        raise Unauthorized(f"{what} header missing; replay protection needs it")
+    if not replay.check_and_remember(f"{scheme}:{key}", lifetime=lifetime):
+        raise Unauthorized(f"{what} already accepted (replay), or cache full")
+
+
+__all__ = [
+    "SCHEMES",
+    "GitHubVerifier",
+    "HmacVerifier",
+    "ReplayCache",
+    "ShopifyVerifier",
+    "SlackVerifier",
+    "StandardWebhooksVerifier",
+    "StripeVerifier",
+    "sign",
+]
