@@ -10,7 +10,6 @@ secret delete never answers 204.
 from __future__ import annotations
 
 import base64
-import builtins
 import binascii
 import json
 import logging
@@ -62,7 +61,7 @@ class LogLine(Protocol):
 class FunctionManager(Protocol):
     """What the admin API needs from the functions' keeper."""
 
-    def list(self) -> list[FunctionRequest]: ...
+    def all(self) -> list[FunctionRequest]: ...
     def get(self, name: str) -> FunctionRequest | None: ...
     def deploy(self, request: FunctionRequest, *, update: bool) -> None: ...
     def remove(self, name: str) -> None: ...
@@ -142,7 +141,7 @@ class SystemAPI:
         self, environ: Environ, start_response: StartResponse, query: dict[str, str]
     ) -> list[bytes]:
         check_namespace(query.get("namespace"))
-        items = [self._status(request) for request in self.functions.list()]
+        items = [self._status(request) for request in self.functions.all()]
         return _json(start_response, 200, items)
 
     def status(
