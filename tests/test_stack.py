@@ -404,7 +404,9 @@ class TestImages:
 
     def test_loaded_images_are_tagged(self, tmp_path: Path) -> None:
         """load_stack applies the same rule to every function."""
-        assert load_one(tmp_path, "image: reg:5000/img").image == "reg:5000/img:latest"
+        fn = load_one(tmp_path, "image: reg:5000/img")
+
+        assert fn.image == "reg:5000/img:latest"
 
 
 class TestEnvironmentFiles:
@@ -484,6 +486,20 @@ class TestEnvironmentFiles:
         assert str(tmp_path / "gone.yml") in message
         assert "relative to the working directory" in message
 
+    def test_badly_shaped_file_names_both_files(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A list where the map belongs: stack, function, file and line."""
+        (tmp_path / "env.yml").write_text("environment:\n  - A=1\n")
+        monkeypatch.chdir(tmp_path)
+        text = f"{HEADER}functions:\n  fn:\n    environment_file: [env.yml]\n"
+
+        message = failure(tmp_path, text)
+
+        assert message.startswith(f'{tmp_path / "stack.yaml"}: function "fn":')
+        assert f"in environment_file {tmp_path / 'env.yml'}:2:" in message
+        assert "environment must be a map" in message
+
 
 class TestFieldErrors:
     """Mistakes are refused with the file, line, function and value."""
@@ -500,9 +516,8 @@ class TestFieldErrors:
         assert message.startswith(f'{tmp_path / "stack.yaml"}:8: function "fn":')
         assert "build_args must be a map, not a list" in message
         assert "cannot unmarshal !!seq into map[string]string" in message
-        assert (
-            'write "PYTHON_VERSION: 3.12" instead of "- PYTHON_VERSION=3.12"' in message
-        )
+        suggestion = '"PYTHON_VERSION: 3.12" instead of "- PYTHON_VERSION=3.12"'
+        assert f"write {suggestion}" in message
 
     @pytest.mark.parametrize(
         "name", ["My-Fn", "fn_1", "-fn", "fn-", "a" * 64, "fn.a", "ünï"]

@@ -301,7 +301,11 @@ class TestNew:
         functions = load_stack(project / "stack.yaml", {}).functions
         assert list(functions) == ["hello", "world"]
 
-    def test_dockerfile_flag_is_lower_cased(self, shipped: Path, project: Path) -> None:
+    def test_dockerfile_flag_is_lower_cased(
+        self,
+        shipped: Path,
+        project: Path,
+    ) -> None:
         """faas-cli lower-cases ``--lang Dockerfile`` only."""
         make_template(shipped, "dockerfile", "language: dockerfile\n")
 
@@ -336,9 +340,8 @@ class TestNew:
             new_function("hello", "python9", project)
 
         message = str(caught.value)
-        assert message.startswith(
-            'template: "python9" was not found in the templates folder or in the store'
-        )
+        where = "in the templates folder or in the store"
+        assert message.startswith(f'template: "python9" was not found {where}')
         assert "available: py-fake" in message
         assert not (project / "hello").exists()
 
@@ -363,9 +366,8 @@ class TestNew:
         with pytest.raises(StackError) as caught:
             new_function("world", "py-fake", project)
 
-        assert str(caught.value) == (
-            f'file: {stack} already exists. Try "faas-cli new --append {stack}" instead'
-        )
+        hint = f'Try "faas-cli new --append {stack}" instead'
+        assert str(caught.value) == f"file: {stack} already exists. {hint}"
         assert not (project / "world").exists()
 
     def test_append_duplicate_creates_nothing(
@@ -377,7 +379,11 @@ class TestNew:
 
         with pytest.raises(StackError, match="Function hello already exists"):
             new_function(
-                "hello", "py-fake", project, handler="other", append=Path("stack.yaml")
+                "hello",
+                "py-fake",
+                project,
+                handler="other",
+                append=Path("stack.yaml"),
             )
 
         assert not (project / "other").exists()

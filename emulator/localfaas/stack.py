@@ -160,8 +160,11 @@ def find_stack_file(folder: Path) -> Path:
 
 
 def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
-    """Read the stack file at *path*, substituting from *env* (default
-    ``os.environ``)."""
+    """Read the stack file at *path*, substituting ``${VAR}`` from *env*.
+
+    *env* defaults to ``os.environ``; relative ``environment_file`` paths
+    are read from the working directory, as faas-cli reads them.
+    """
     where = _Where(Path(os.path.abspath(path)))
     document = _read_document(where, os.environ if env is None else env)
 
@@ -577,15 +580,19 @@ def _read_environment_file(path: Path, where: _Where) -> dict[str, str]:
         problem = f"cannot read environment_file {path}: {error}"
         raise where.error(problem) from error
 
-    file_where = _Where(path)
     try:
         document = parse_yaml(text)
     except ValueError as error:
-        raise where.error(
-            f"environment_file {path} is not valid YAML: {error}"
-        ) from error
-    content = _mapping(document, "the top level", file_where)
-    return _text_map(content.get("environment"), "environment", file_where)
+        problem = f"environment_file {path} is not valid YAML: {error}"
+        raise where.error(problem) from error
+
+    # Shape errors name the environment file and line, then the function.
+    file_where = _Where(path)
+    try:
+        content = _mapping(document, "the top level", file_where)
+        return _text_map(content.get("environment"), "environment", file_where)
+    except StackError as error:
+        raise where.error(f"in environment_file {error}") from error
 
 
 def _template_sources(value: object, where: _Where) -> list[TemplateSource]:
