@@ -47,18 +47,36 @@ class Query(dict[str, str]):
 
 
 class Event:
-    """One request, as python3-http handlers see it."""
+    """One request, as python3-http handlers see it.
 
-    __slots__ = ("auth", "body", "environ", "headers", "method", "path", "query")
+    ``headers`` and ``query`` are parsed on first use: a handler that never
+    reads them should not pay for them on every call.
+    """
+
+    __slots__ = ("_headers", "_query", "auth", "body", "environ", "method", "path")
 
     def __init__(self, environ: Environ) -> None:
         self.environ = environ
         self.body: bytes = read_body(environ)
-        self.headers = Headers.from_environ(environ)
         self.method: str = environ["REQUEST_METHOD"]
-        self.query = Query(environ.get("QUERY_STRING", ""))
         self.path: str = environ.get("PATH_INFO") or "/"
         self.auth: Identity | None = environ.get(ENVIRON_KEY)
+        self._headers: Headers | None = None
+        self._query: Query | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers, looked up case-insensitively."""
+        if self._headers is None:
+            self._headers = Headers.from_environ(self.environ)
+        return self._headers
+
+    @property
+    def query(self) -> Query:
+        """The query arguments; ``getlist`` gives repeated ones."""
+        if self._query is None:
+            self._query = Query(self.environ.get("QUERY_STRING", ""))
+        return self._query
 
 
 class Context:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 from ._secrets import SecretFile
 from ._settings import boolean, duration
 from ._types import Verifier
+
+if TYPE_CHECKING:
+    from ._webhooks import ReplayCache
 
 Options = Mapping[str, str]
 
@@ -117,7 +121,7 @@ class _Reader:
         return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _replay(read: _Reader) -> object | None:
+def _replay(read: _Reader) -> ReplayCache | None:
     from ._webhooks import ReplayCache
 
     if not read.flag("replay_cache"):

@@ -32,16 +32,8 @@ class Headers(Mapping[str, str]):
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
-        """Collect the headers of a WSGI request."""
-        pairs = [
-            (key[5:].replace("_", "-"), value)
-            for key, value in environ.items()
-            if key.startswith("HTTP_")
-        ]
-        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            if environ.get(key):
-                pairs.append((key.replace("_", "-"), environ[key]))
-        return cls(pairs)
+        """The headers of a WSGI request, read from it on demand."""
+        return _EnvironHeaders(environ)
 
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()][1]
@@ -54,6 +46,51 @@ class Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({sorted(self)!r})"
+
+
+class _EnvironHeaders(Headers):
+    """A view of a WSGI environ's headers, built only when iterated.
+
+    Verifiers look up one or two names per request; translating a name to
+    its environ key costs less than collecting every header first.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+        self._items = {}
+
+    def __getitem__(self, name: str) -> str:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        value = self._environ.get(key)
+        if value is None or (value == "" and key.startswith("CONTENT_")):
+            raise KeyError(name)
+        return str(value)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self._environ.items():
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                yield key.replace("_", "-").title()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
     def __repr__(self) -> str:
         return f"Headers({sorted(self)!r})"

@@ -32,11 +32,11 @@ import heapq
 import hmac
 import logging
 import re
-import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -52,15 +52,17 @@ from ._types import AuthRequest, Identity
 logger = logging.getLogger("faas_runtime.webhooks")
 
 Clock = Callable[[], float]
-Parts = tuple[bytes, ...]
+Key = bytes | Ed25519PublicKey
 
-_HEX = {"sha256": re.compile("[0-9a-f]{64}"), "sha1": re.compile("[0-9a-f]{40}")}
-# Value prefix -> digest, per header style.
+_HEX = {
+    "sha256": re.compile("[0-9a-f]{64}"),
+    "sha1": re.compile("[0-9a-f]{40}"),
+}
+# A value's prefix -> its digest, as in sha256=<hex> or Slack's v0=<hex>.
 _SHA256 = {"sha256": "sha256"}
 _SHA1 = {"sha1": "sha1"}
-_SLACK = {"v0": "sha256"}
-# Plain digits without a leading zero, so the string signed is the one the
-# sender's library formats from the integer.
+# Plain digits without a leading zero: the string signed is then the one
+# every sender's library formats from the integer.
 _UNIX_TIME = re.compile("0|[1-9][0-9]{0,14}")
 # Delivery ids become log subjects and cache keys: printable ASCII, no space.
 _ID = re.compile("[!-~]{1,256}")
@@ -68,17 +70,17 @@ _STRIPE_FIELD = re.compile("([a-z0-9]+)=([!-~]+)")
 _STANDARD_ENTRY = re.compile("(v[0-9a-z]*),([A-Za-z0-9+/]+={0,2})")
 _STANDARD_SIZES = {"v1": 32, "v1a": 64}
 _SHOPIFY_HEADERS = ("X-Shopify-Hmac-SHA256", "Shopify-Hmac-Sha256")
-# Each v1a check hashes the whole body again, so a header listing hundreds
-# of signatures would cost seconds of CPU on a body of a few MiB.
+# Each v1a check hashes the whole body again: a header listing hundreds of
+# signatures would cost seconds of CPU on a body of a few MiB.
 _MAX_SIGNATURES = 16
 
 
 class ReplayCache:
     """Recently accepted delivery keys, so each delivery is accepted once.
 
-    Thread-safe. Memory is bounded by ``max_entries``: when that many keys
-    are still within their time, new ones are refused (fail closed) and a
-    warning is logged until room frees up.
+    Thread-safe. Memory is bounded by ``max_entries``: while that many keys
+    are within their time, new ones are refused (fail closed) and a warning
+    is logged until room frees up.
     """
 
     def __init__(
@@ -98,7 +100,7 @@ class ReplayCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
-        self._queue: list[tuple[float, str]] = []
+        self._queue: list[tuple[float, str]] = []  # a heap, soonest first
         self._full = False
 
     def check_and_remember(self, key: str, *, lifetime: float = 0.0) -> bool:
@@ -110,24 +112,19 @@ class ReplayCache:
         """
         with self._lock:
             now = self._clock()
-            self._forget(now)
+            while self._queue and self._queue[0][0] <= now:
+                del self._expiry[heapq.heappop(self._queue)[1]]
             if key in self._expiry:
                 return False
 
-            if len(self._expiry) >= self.max_entries:
-                self._set_full(True)
+            self._set_full(len(self._expiry) >= self.max_entries)
+            if self._full:
                 return False
 
-            self._set_full(False)
             expiry = now + max(self.ttl, lifetime)
             self._expiry[key] = expiry
             heapq.heappush(self._queue, (expiry, key))
             return True
-
-    def _forget(self, now: float) -> None:
-        while self._queue and self._queue[0][0] <= now:
-            _, key = heapq.heappop(self._queue)
-            del self._expiry[key]
 
     def _set_full(self, full: bool) -> None:
         if full and not self._full:
@@ -141,36 +138,29 @@ class ReplayCache:
         self._full = full
 
 
+@dataclass(frozen=True)
 class GitHubVerifier:
     """GitHub's ``X-Hub-Signature-256: sha256=<hex>`` over the body."""
 
+    secret: SecretFile
+    _: KW_ONLY
+    allow_sha1: bool = False
+    replay: ReplayCache | None = None
+
     scheme = "github"
     needs_body = True
-
-    def __init__(
-        self,
-        secret: SecretFile,
-        *,
-        allow_sha1: bool = False,
-        replay: ReplayCache | None = None,
-    ) -> None:
-        self.secret = secret
-        self.allow_sha1 = allow_sha1
-        self.replay = replay
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line of the secret."""
         keys = _utf8_keys(self.secret)
 
-        # GitHub sends both headers; the SHA-1 one only counts when the
+        # GitHub sends both headers; the SHA-1 one counts only when the
         # SHA-256 one is absent, so a bad SHA-256 value cannot be bypassed.
         name, allowed = "X-Hub-Signature-256", _SHA256
         if self.allow_sha1 and name not in request.headers:
             name, allowed = "X-Hub-Signature", _SHA1
         algorithm, presented = _prefixed_hex(request, name, allowed)
-        index = _check_hmac(
-            self.secret, keys, (request.body,), [presented], name, algorithm
-        )
+        index = _check(self.secret, keys, request.body, [presented], name, algorithm)
 
         delivery = _optional_id(request, "X-GitHub-Delivery")
         _remember(self.replay, "github", delivery, "X-GitHub-Delivery")
@@ -183,49 +173,48 @@ class GitHubVerifier:
         return Identity(self.scheme, delivery or "github", claims)
 
 
+@dataclass(frozen=True)
 class HmacVerifier:
-    """faas-cli ``invoke --sign HEADER --key K``: ``sha256=<hex>`` of the body."""
+    """faas-cli ``invoke --sign HEADER --key K``: ``sha256=<hex>`` body HMAC."""
+
+    secret: SecretFile
+    _: KW_ONLY
+    header: str = "Hmac"
+    allow_sha1: bool = False
 
     scheme = "hmac"
     needs_body = True
 
-    def __init__(
-        self, secret: SecretFile, *, header: str = "Hmac", allow_sha1: bool = False
-    ) -> None:
-        self.secret = secret
-        self.header = header
-        # faas-cli before 0.17.1 (2025-01) signed with SHA-1.
-        self.allowed = {**_SHA256, **_SHA1} if allow_sha1 else _SHA256
-
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line of the secret."""
         keys = _utf8_keys(self.secret)
-        algorithm, presented = _prefixed_hex(request, self.header, self.allowed)
-        index = _check_hmac(
-            self.secret, keys, (request.body,), [presented], self.header, algorithm
+
+        # faas-cli before 0.17.1 (2025-01) signed with SHA-1.
+        allowed = {**_SHA256, **_SHA1} if self.allow_sha1 else _SHA256
+        algorithm, presented = _prefixed_hex(request, self.header, allowed)
+        index = _check(
+            self.secret, keys, request.body, [presented], self.header, algorithm
         )
-        claims = {"header": self.header, "algorithm": algorithm, "key_index": index}
+        claims = {
+            "header": self.header,
+            "algorithm": algorithm,
+            "key_index": index,
+        }
         return Identity(self.scheme, "hmac", claims)
 
 
+@dataclass(frozen=True)
 class StripeVerifier:
     """``Stripe-Signature: t=<unix>,v1=<hex>...`` over ``<t>.<body>``."""
 
+    secret: SecretFile
+    _: KW_ONLY
+    tolerance: float = 300
+    replay: ReplayCache | None = None
+    clock: Clock = time.time
+
     scheme = "stripe"
     needs_body = True
-
-    def __init__(
-        self,
-        secret: SecretFile,
-        *,
-        tolerance: float = 300,
-        replay: ReplayCache | None = None,
-        clock: Clock = time.time,
-    ) -> None:
-        self.secret = secret
-        self.tolerance = tolerance
-        self.replay = replay
-        self.clock = clock
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept when any ``v1`` matches any key line (``whsec_`` kept)."""
@@ -233,27 +222,26 @@ class StripeVerifier:
         stamp, presented = _stripe_fields(_header(request, "Stripe-Signature"))
         left = _fresh(stamp, "Stripe-Signature t", self.tolerance, self.clock)
 
-        signed = (f"{stamp}.".encode(), request.body)
-        name = "Stripe-Signature"
-        index = _check_hmac(self.secret, keys, signed, presented, name)
+        signed = f"{stamp}.".encode() + request.body
+        index = _check(self.secret, keys, signed, presented, "Stripe-Signature")
 
-        _remember(self.replay, "stripe", _sha256(signed), "signed payload", left)
+        digest = hashlib.sha256(signed).hexdigest()
+        _remember(self.replay, "stripe", digest, "signed payload", left)
         claims = {"timestamp": int(stamp), "key_index": index}
         return Identity(self.scheme, "stripe", claims)
 
 
+@dataclass(frozen=True)
 class SlackVerifier:
     """``X-Slack-Signature: v0=<hex>`` over ``v0:<timestamp>:<body>``."""
 
+    secret: SecretFile
+    _: KW_ONLY
+    tolerance: float = 300
+    clock: Clock = time.time
+
     scheme = "slack"
     needs_body = True
-
-    def __init__(
-        self, secret: SecretFile, *, tolerance: float = 300, clock: Clock = time.time
-    ) -> None:
-        self.secret = secret
-        self.tolerance = tolerance
-        self.clock = clock
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a fresh request signed with any key line of the secret."""
@@ -261,92 +249,84 @@ class SlackVerifier:
         stamp = _header(request, "X-Slack-Request-Timestamp")
         _fresh(stamp, "X-Slack-Request-Timestamp", self.tolerance, self.clock)
 
-        _, presented = _prefixed_hex(request, "X-Slack-Signature", _SLACK)
-        signed = (f"v0:{stamp}:".encode(), request.body)
         name = "X-Slack-Signature"
-        index = _check_hmac(self.secret, keys, signed, [presented], name)
+        _, presented = _prefixed_hex(request, name, {"v0": "sha256"})
+        signed = f"v0:{stamp}:".encode() + request.body
+        index = _check(self.secret, keys, signed, [presented], name)
 
         claims = {"timestamp": int(stamp), "key_index": index}
         return Identity(self.scheme, "slack", claims)
 
 
+@dataclass(frozen=True)
 class StandardWebhooksVerifier:
     """Standard Webhooks (Svix with ``header_prefix="svix"``): ``v1``, ``v1a``.
 
     Key lines: ``whsec_<base64>`` (or bare base64) for ``v1`` HMAC-SHA256,
     ``whpk_<base64>`` Ed25519 public keys for ``v1a``. Behaves like the
-    project's reference verifier (libraries/python/standardwebhooks), except
-    that it also checks ``v1a``, refuses a timestamp that is not plain
-    integer seconds (the spec's format; the reference floors a float), and
-    refuses a message id containing ".", which the spec forbids because
+    spec's reference verifier (libraries/python/standardwebhooks), except
+    that it also checks ``v1a``, refuses a timestamp that is not integer
+    seconds (the spec's format; the reference floors a float), and refuses a
+    message id containing ".", which the spec forbids because
     ``<id>.<timestamp>.<body>`` would become ambiguous.
     """
+
+    secret: SecretFile
+    _: KW_ONLY
+    tolerance: float = 300
+    replay: ReplayCache | None = None
+    clock: Clock = time.time
+    header_prefix: str = "webhook"
 
     scheme = "standard-webhooks"
     needs_body = True
 
-    def __init__(
-        self,
-        secret: SecretFile,
-        *,
-        tolerance: float = 300,
-        replay: ReplayCache | None = None,
-        clock: Clock = time.time,
-        header_prefix: str = "webhook",
-    ) -> None:
-        self.secret = secret
-        self.tolerance = tolerance
-        self.replay = replay
-        self.clock = clock
-        self.header_prefix = header_prefix
-
     def verify(self, request: AuthRequest) -> Identity:
         """Accept when any listed signature matches any key line."""
-        hmac_keys, public_keys = _standard_keys(self.secret)
-        msg_id = _message_id(request, f"{self.header_prefix}-id")
-        name = f"{self.header_prefix}-timestamp"
-        stamp = _header(request, name)
-        left = _fresh(stamp, name, self.tolerance, self.clock)
+        keys = _standard_keys(self.secret)
+        prefix = self.header_prefix
+        msg_id = _message_id(request, f"{prefix}-id")
+        stamp = _header(request, f"{prefix}-timestamp")
+        left = _fresh(stamp, f"{prefix}-timestamp", self.tolerance, self.clock)
 
-        name = f"{self.header_prefix}-signature"
+        name = f"{prefix}-signature"
         presented = _standard_signatures(_header(request, name), name)
-        signed = (f"{msg_id}.{stamp}.".encode(), request.body)
+        signed = f"{msg_id}.{stamp}.".encode() + request.body
         v1 = [sig for version, sig in presented if version == "v1"]
         v1a = [sig for version, sig in presented if version == "v1a"]
-        index = _match_hmac(hmac_keys, signed, v1, "sha256")
-        index_a = _match_ed25519(public_keys, b"".join(signed), v1a)
+        index = _match_hmac(keys, signed, v1, "sha256")
+        index_a = _match_ed25519(keys, signed, v1a)
         if index is None and index_a is None:
             raise Unauthorized(f"{name} matches no key in {self.secret.name!r}")
 
-        id_name = f"{self.header_prefix}-id"
-        _remember(self.replay, self.header_prefix, msg_id, id_name, left)
-        version = "v1" if index is not None else "v1a"
-        claims = {"id": msg_id, "timestamp": int(stamp), "version": version}
-        claims["key_index"] = index if index is not None else index_a
+        _remember(self.replay, prefix, msg_id, f"{prefix}-id", left)
+        claims = {
+            "id": msg_id,
+            "timestamp": int(stamp),
+            "version": "v1" if index is not None else "v1a",
+            "key_index": index if index is not None else index_a,
+        }
         return Identity(self.scheme, msg_id, claims)
 
 
+@dataclass(frozen=True)
 class ShopifyVerifier:
     """``X-Shopify-Hmac-SHA256: <base64>`` (or ``Shopify-Hmac-Sha256``)."""
+
+    secret: SecretFile
+    _: KW_ONLY
+    replay: ReplayCache | None = None
 
     scheme = "shopify"
     needs_body = True
 
-    def __init__(
-        self, secret: SecretFile, *, replay: ReplayCache | None = None
-    ) -> None:
-        self.secret = secret
-        self.replay = replay
-
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line, old and new in rotation."""
         keys = _utf8_keys(self.secret)
-        name = next(
-            (name for name in _SHOPIFY_HEADERS if name in request.headers),
-            _SHOPIFY_HEADERS[0],
-        )
+        headers = [name for name in _SHOPIFY_HEADERS if name in request.headers]
+        name = (headers or [_SHOPIFY_HEADERS[0]])[0]
         presented = _b64(_header(request, name), 32, name)
-        index = _check_hmac(self.secret, keys, (request.body,), [presented], name)
+        index = _check(self.secret, keys, request.body, [presented], name)
 
         webhook_id = _optional_id(request, "X-Shopify-Webhook-Id")
         _remember(self.replay, "shopify", webhook_id, "X-Shopify-Webhook-Id")
@@ -385,94 +365,62 @@ def sign(
     Svix). ``timestamp`` defaults to now, ``msg_id`` to a fresh id.
     Raises ``ValueError`` naming the argument that cannot be used.
     """
-    if scheme not in _SIGNERS:
-        raise ValueError(
-            f"cannot sign for scheme {scheme!r}; use one of {', '.join(_SIGNERS)}"
-        )
-    if header is not None and scheme not in ("hmac", "standard-webhooks"):
+    fixed = SCHEMES.keys() - {"hmac", "standard-webhooks"}
+    if header is not None and scheme in fixed:
         raise ValueError(f"scheme {scheme!r} has fixed header names; drop header")
 
     stamp = int(time.time()) if timestamp is None else timestamp
-    return _SIGNERS[scheme](key, body, header, stamp, msg_id)
-
-
-def _sign_github(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
-) -> dict[str, str]:
-    # GitHub still sends the legacy SHA-1 header beside the SHA-256 one.
-    return {
-        "X-Hub-Signature-256": "sha256=" + _hex(key, (body,), "sha256"),
-        "X-Hub-Signature": "sha1=" + _hex(key, (body,), "sha1"),
-        "X-GitHub-Delivery": msg_id or str(uuid.uuid4()),
-    }
-
-
-def _sign_hmac(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
-) -> dict[str, str]:
-    return {header or "Hmac": "sha256=" + _hex(key, (body,), "sha256")}
-
-
-def _sign_stripe(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
-) -> dict[str, str]:
-    signature = _hex(key, (f"{stamp}.".encode(), body), "sha256")
-    return {"Stripe-Signature": f"t={stamp},v1={signature}"}
-
-
-def _sign_slack(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
-) -> dict[str, str]:
-    signature = _hex(key, (f"v0:{stamp}:".encode(), body), "sha256")
-    return {
-        "X-Slack-Request-Timestamp": str(stamp),
-        "X-Slack-Signature": f"v0={signature}",
-    }
+    delivery = msg_id or str(uuid.uuid4())
+    match scheme:
+        case "github":
+            # GitHub still sends the legacy SHA-1 header beside SHA-256.
+            return {
+                "X-Hub-Signature-256": "sha256=" + _mac(key, body).hex(),
+                "X-Hub-Signature": "sha1=" + _mac(key, body, "sha1").hex(),
+                "X-GitHub-Delivery": delivery,
+            }
+        case "hmac":
+            return {header or "Hmac": "sha256=" + _mac(key, body).hex()}
+        case "stripe":
+            v1 = _mac(key, f"{stamp}.".encode() + body).hex()
+            return {"Stripe-Signature": f"t={stamp},v1={v1}"}
+        case "slack":
+            v0 = _mac(key, f"v0:{stamp}:".encode() + body).hex()
+            return {
+                "X-Slack-Request-Timestamp": str(stamp),
+                "X-Slack-Signature": f"v0={v0}",
+            }
+        case "standard-webhooks":
+            msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+            return _sign_standard(key, body, header or "webhook", stamp, msg_id)
+        case "shopify":
+            return {
+                "X-Shopify-Hmac-SHA256": _b64encode(_mac(key, body)),
+                "X-Shopify-Webhook-Id": delivery,
+            }
+    raise ValueError(
+        f"cannot sign for scheme {scheme!r}; use one of {', '.join(SCHEMES)}"
+    )
 
 
 def _sign_standard(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
+    key: str, body: bytes, prefix: str, stamp: int, msg_id: str
 ) -> dict[str, str]:
-    msg_id = msg_id or f"msg_{secrets.token_hex(12)}"
+    """``v1`` with a ``whsec_`` key, ``v1a`` with a ``whsk_`` one."""
     signed = f"{msg_id}.{stamp}.".encode() + body
     if key.startswith("whsk_"):
-        private = _private_key(key.removeprefix("whsk_"))
-        signature = "v1a," + _b64encode(private.sign(signed))
+        signature = "v1a," + _b64encode(_private_key(key[5:]).sign(signed))
     else:
         raw = _decode_key(key.removeprefix("whsec_"))
         if raw is None:
             raise ValueError("key is not whsec_<base64> or whsk_<base64>")
-        digest = hmac.new(raw, signed, hashlib.sha256).digest()
-        signature = "v1," + _b64encode(digest)
+        signature = "v1," + _b64encode(_mac(raw, signed))
 
-    prefix = header or "webhook"
     return {
         f"{prefix}-id": msg_id,
         f"{prefix}-timestamp": str(stamp),
         f"{prefix}-signature": signature,
     }
-
-
-def _sign_shopify(
-    key: str, body: bytes, header: str | None, stamp: int, msg_id: str | None
-) -> dict[str, str]:
-    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
-    return {
-        "X-Shopify-Hmac-SHA256": _b64encode(digest),
-        "X-Shopify-Webhook-Id": msg_id or str(uuid.uuid4()),
-    }
-
-
-_SIGNERS: dict[
-    str, Callable[[str, bytes, str | None, int, str | None], dict[str, str]]
-] = {
-    "github": _sign_github,
-    "hmac": _sign_hmac,
-    "stripe": _sign_stripe,
-    "slack": _sign_slack,
-    "standard-webhooks": _sign_standard,
-    "shopify": _sign_shopify,
-}
 
 
 def _header(request: AuthRequest, name: str) -> str:
@@ -488,11 +436,8 @@ def _header(request: AuthRequest, name: str) -> str:
 
 def _optional_id(request: AuthRequest, name: str) -> str | None:
     value = request.headers.get(name)
-    if value is None:
-        return None
-
-    if not _ID.fullmatch(value):
-        raise Unauthorized(f"{name} header is not printable ASCII without spaces")
+    if value is not None and not _ID.fullmatch(value):
+        raise Unauthorized(f"{name} header is not printable ASCII, no spaces")
     return value
 
 
@@ -562,7 +507,7 @@ def _stripe_fields(value: str) -> tuple[str, list[bytes]]:
 def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
     """Each ``v1`` and ``v1a`` of a space-separated ``<version>,<b64>`` list.
 
-    Unknown versions are skipped, as the spec keeps room for new ones.
+    Unknown versions are skipped: the spec keeps room for new ones.
     """
     entries = [_STANDARD_ENTRY.fullmatch(entry) for entry in value.split(" ")]
     if len(entries) > _MAX_SIGNATURES or None in entries:
@@ -579,18 +524,15 @@ def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
     return found
 
 
-def _utf8_keys(secret: SecretFile) -> list[tuple[int, bytes]]:
-    return [(index, line.encode()) for index, line in enumerate(secret.lines())]
+def _utf8_keys(secret: SecretFile) -> list[bytes]:
+    return [line.encode() for line in secret.lines()]
 
 
-def _standard_keys(
-    secret: SecretFile,
-) -> tuple[list[tuple[int, bytes]], list[tuple[int, Ed25519PublicKey]]]:
+def _standard_keys(secret: SecretFile) -> list[Key]:
     """HMAC keys (``whsec_`` or bare base64) and ``whpk_`` public keys."""
-    hmac_keys: list[tuple[int, bytes]] = []
-    public_keys: list[tuple[int, Ed25519PublicKey]] = []
-    for index, line in enumerate(secret.lines()):
-        where = f"key {index + 1} of secret {secret.name!r}"
+    keys: list[Key] = []
+    for number, line in enumerate(secret.lines(), 1):
+        where = f"key {number} of secret {secret.name!r}"
         if line.startswith("whsk_"):
             raise ConfigError(
                 f"{where} is a whsk_ private key; a receiver needs the "
@@ -598,17 +540,24 @@ def _standard_keys(
             )
 
         if line.startswith("whpk_"):
-            raw = _decode_key(line.removeprefix("whpk_"))
-            if raw is None or len(raw) != 32:
-                raise ConfigError(f"{where} is not whpk_<base64 of 32 bytes>")
-            public_keys.append((index, Ed25519PublicKey.from_public_bytes(raw)))
-            continue
+            keys.append(_public_key(line.removeprefix("whpk_"), where))
+        else:
+            keys.append(_hmac_key(line.removeprefix("whsec_"), where))
+    return keys
 
-        raw = _decode_key(line.removeprefix("whsec_"))
-        if raw is None:
-            raise ConfigError(f"{where} is not whsec_<base64>")
-        hmac_keys.append((index, raw))
-    return hmac_keys, public_keys
+
+def _hmac_key(text: str, where: str) -> bytes:
+    raw = _decode_key(text)
+    if raw is None:
+        raise ConfigError(f"{where} is not whsec_<base64>")
+    return raw
+
+
+def _public_key(text: str, where: str) -> Ed25519PublicKey:
+    raw = _decode_key(text)
+    if raw is None or len(raw) != 32:
+        raise ConfigError(f"{where} is not whpk_<base64 of 32 bytes>")
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _decode_key(text: str) -> bytes | None:
@@ -627,39 +576,25 @@ def _private_key(text: str) -> Ed25519PrivateKey:
         raise ValueError("key is not whsk_<base64 of a 32 or 64 byte key>")
 
     private = Ed25519PrivateKey.from_private_bytes(raw[:32])
-    public = private.public_key().public_bytes_raw()
-    if len(raw) == 64 and raw[32:] != public:
+    if len(raw) == 64 and raw[32:] != private.public_key().public_bytes_raw():
         raise ValueError("whsk_ key's second half is not its public key")
     return private
 
 
-def _hex(key: str, parts: Parts, algorithm: str) -> str:
-    digest = hmac.new(key.encode(), digestmod=algorithm)
-    for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def _sha256(parts: Parts) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
+def _mac(key: str | bytes, message: bytes, algorithm: str = "sha256") -> bytes:
+    raw = key.encode() if isinstance(key, str) else key
+    return hmac.new(raw, message, algorithm).digest()
 
 
 def _match_hmac(
-    keys: Iterable[tuple[int, bytes]],
-    parts: Parts,
-    presented: Sequence[bytes],
-    algorithm: str,
+    keys: Sequence[Key], signed: bytes, presented: Sequence[bytes], algorithm: str
 ) -> int | None:
-    """The index of the key that signed ``parts``, trying every pair."""
+    """The index of the key that signed ``signed``, trying every pair."""
     matched = None
-    for index, key in keys:
-        mac = hmac.new(key, digestmod=algorithm)
-        for part in parts:
-            mac.update(part)
-        expected = mac.digest()
+    for index, key in enumerate(keys):
+        if not isinstance(key, bytes):
+            continue
+        expected = _mac(key, signed, algorithm)
         for signature in presented:
             if hmac.compare_digest(expected, signature) and matched is None:
                 matched = index
@@ -667,13 +602,13 @@ def _match_hmac(
 
 
 def _match_ed25519(
-    keys: Iterable[tuple[int, Ed25519PublicKey]],
-    signed: bytes,
-    presented: Sequence[bytes],
+    keys: Sequence[Key], signed: bytes, presented: Sequence[bytes]
 ) -> int | None:
-    """The index of the public key any ``v1a`` signature verifies with."""
+    """The index of the public key a ``v1a`` signature verifies with."""
     matched = None
-    for index, key in keys:
+    for index, key in enumerate(keys):
+        if isinstance(key, bytes):
+            continue
         for signature in presented:
             try:
                 key.verify(signature, signed)
@@ -683,15 +618,15 @@ def _match_ed25519(
     return matched
 
 
-def _check_hmac(
+def _check(
     secret: SecretFile,
-    keys: Iterable[tuple[int, bytes]],
-    parts: Parts,
+    keys: Sequence[bytes],
+    signed: bytes,
     presented: Sequence[bytes],
     name: str,
     algorithm: str = "sha256",
 ) -> int:
-    index = _match_hmac(keys, parts, presented, algorithm)
+    index = _match_hmac(keys, signed, presented, algorithm)
     if index is None:
         raise Unauthorized(f"{name} matches no key in secret {secret.name!r}")
     return index
@@ -709,19 +644,6 @@ def _remember(
         return
 
     if key is None:
-        raise Unauthorized(f"{what} header missing; replay protection needs it")
+        raise Unauthorized(f"{what} header missing; replay checks need it")
     if not replay.check_and_remember(f"{scheme}:{key}", lifetime=lifetime):
         raise Unauthorized(f"{what} already accepted (replay), or cache full")
-
-
-__all__ = [
-    "SCHEMES",
-    "GitHubVerifier",
-    "HmacVerifier",
-    "ReplayCache",
-    "ShopifyVerifier",
-    "SlackVerifier",
-    "StandardWebhooksVerifier",
-    "StripeVerifier",
-    "sign",
-]

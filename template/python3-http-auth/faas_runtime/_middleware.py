@@ -65,6 +65,9 @@ def read_body(environ: Environ) -> bytes:
 
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
+    if length == "0":
+        environ[_BODY_KEY] = b""
+        return b""
     body: bytes = stream.read(int(length)) if length else stream.read()
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))

@@ -23,6 +23,7 @@ class SecretFile:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._data = b""
+        self._lines: list[str] | None = None
 
     @property
     def name(self) -> str:
@@ -39,18 +40,25 @@ class SecretFile:
         with self._lock:
             if stamp != self._stamp:
                 self._data = self._load()
+                self._lines = None
                 self._stamp = stamp
             return self._data
 
     def lines(self) -> list[str]:
         """Each non-empty line, stripped: one key, token or user each."""
+        data = self.read_bytes()
+        cached = self._lines
+        if cached is not None:
+            return list(cached)
         try:
-            text = self.read_bytes().decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"secret {self.name!r} is not UTF-8 text; write one value per line"
             ) from exc
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        self._lines = lines
+        return list(lines)
 
     def _load(self) -> bytes:
         try:

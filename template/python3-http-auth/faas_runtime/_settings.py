@@ -78,7 +78,12 @@ class Settings:
     suppress_lock: bool = _field(False, boolean, "do not write the lock file")
     read_timeout: float = _field(30.0, duration, "idle client connections")
     write_timeout: float = _field(30.0, duration, "also bounds the drain")
-    exec_timeout: float = _field(30.0, duration, "handler time; 0 = none")
+    # Off unless set. A Python thread cannot be interrupted, so enforcing a
+    # deadline means running handlers on a second pool and handing every
+    # request over to it, which costs about 15% of a hello handler's
+    # throughput (benchmarks/runtime.py). The gateway's upstream timeout
+    # still bounds what a caller waits.
+    exec_timeout: float = _field(0.0, duration, "handler time limit; 0 = none")
     healthcheck_interval: float | None = _field(
         None, duration, "wait after SIGTERM; default write_timeout"
     )
