@@ -1,0 +1,372 @@
+"""The local CA, the server certificate, and the TLS relay in front of waitress.
+
+Certificates are checked with ``cryptography`` and by real TLS handshakes
+(httpx and ``ssl``) against a real relay on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from localfaas.errors import ConfigurationError
+from localfaas.tls import (
+    TlsFiles,
+    TlsServer,
+    default_tls_dir,
+    ensure_certificates,
+    serve_tls,
+)
+
+# --- helpers ---------------------------------------------------------------
+
+
+def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """Answer with the client address and scheme the app saw, then the body."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    seen = (
+        f"{environ['REMOTE_ADDR']} {environ['REMOTE_PORT']}"
+        f" {environ['wsgi.url_scheme']} {environ.get('HTTPS')}\n"
+    )
+    reply = seen.encode() + body
+    start_response("200 OK", [("Content-Length", str(len(reply)))])
+    return [reply]
+
+
+def streaming_app(
+    environ: WSGIEnvironment, start_response: StartResponse
+) -> Iterable[bytes]:
+    """A chunked answer written in many pieces."""
+    start_response("200 OK", [("Content-Type", "application/x-ndjson")])
+    return (f'{{"line": {n}}}\n'.encode() for n in range(500))
+
+
+@contextmanager
+def serving(app: WSGIApplication, files: TlsFiles) -> Iterator[TlsServer]:
+    """Run a TLS relay for ``app`` on a free port; stop it afterwards."""
+    server = serve_tls(app, "127.0.0.1", 0, files, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "the TLS server did not stop"
+
+
+def trusting(files: TlsFiles) -> ssl.SSLContext:
+    """A client context that trusts only the local CA, checked strictly."""
+    context = ssl.create_default_context(cafile=str(files.ca))
+    # Python 3.13 turns strict X.509 checks on by default; pass them now.
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    return context
+
+
+def leaf(files: TlsFiles) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(files.cert.read_bytes())
+
+
+def ca(files: TlsFiles) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(files.ca.read_bytes())
+
+
+def san(cert: x509.Certificate) -> set[str]:
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return {str(name.value) for name in names.value}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> TlsFiles:
+    """A fresh local CA and server certificate for localhost and one name."""
+    return ensure_certificates(tmp_path / "tls", ["gateway.test"])
+
+
+# --- certificates ----------------------------------------------------------
+
+
+class TestCertificates:
+    def test_leaf_is_signed_by_the_ca_for_the_hosts_and_loopback(
+        self, files: TlsFiles
+    ) -> None:
+        """The leaf names the hosts plus localhost, 127.0.0.1 and ::1."""
+        cert, authority = leaf(files), ca(files)
+
+        cert.verify_directly_issued_by(authority)
+        assert san(cert) == {"gateway.test", "localhost", "127.0.0.1", "::1"}
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        assert list(usage.value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert constraints.value.ca is False
+
+    def test_ca_is_a_ten_year_ca_limited_to_leaves(self, files: TlsFiles) -> None:
+        """The CA is marked CA (critical), signs leaves only, lasts ten years."""
+        authority = ca(files)
+        constraints = authority.extensions.get_extension_for_class(
+            x509.BasicConstraints
+        )
+
+        assert constraints.critical
+        assert constraints.value.ca is True
+        assert constraints.value.path_length == 0
+        lifetime = authority.not_valid_after_utc - authority.not_valid_before_utc
+        assert lifetime.days >= 3650
+
+    def test_leaf_lifetime_stays_within_what_browsers_accept(
+        self, files: TlsFiles
+    ) -> None:
+        """A server certificate lasts at most 398 days."""
+        cert = leaf(files)
+        assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 398
+
+    def test_private_keys_are_0600_in_a_0700_folder(self, files: TlsFiles) -> None:
+        """Keys are owner-only, certificates readable, the folder private."""
+        folder = files.key.parent
+
+        assert mode(folder) == 0o700
+        assert mode(files.key) == 0o600
+        assert mode(folder / "ca-key.pem") == 0o600
+        assert mode(files.cert) == 0o644
+        assert mode(files.ca) == 0o644
+
+    def test_an_open_existing_folder_is_narrowed_to_0700(self, tmp_path: Path) -> None:
+        """A folder made by hand with 0755 holds the CA key only as 0700."""
+        folder = tmp_path / "tls"
+        folder.mkdir(mode=0o755)
+        os.chmod(folder, 0o755)  # noqa: S103 - the open folder under test
+
+        ensure_certificates(folder, [])
+        assert mode(folder) == 0o700
+
+    def test_second_call_reuses_every_file(self, files: TlsFiles) -> None:
+        """Nothing is rewritten when the hosts are the same and time is left."""
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in all_files(files)}
+
+        again = ensure_certificates(files.ca.parent, ["gateway.test"])
+
+        assert again == files
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+
+    def test_new_hosts_get_a_new_leaf_from_the_same_ca(self, files: TlsFiles) -> None:
+        """Changing the hosts replaces the leaf and keeps the CA clients trust."""
+        old_ca, old_leaf = files.ca.read_bytes(), files.cert.read_bytes()
+
+        ensure_certificates(files.ca.parent, ["other.test", "192.0.2.7"])
+
+        assert files.ca.read_bytes() == old_ca
+        assert files.cert.read_bytes() != old_leaf
+        assert san(leaf(files)) == {
+            "other.test",
+            "192.0.2.7",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+        }
+        leaf(files).verify_directly_issued_by(ca(files))
+
+    def test_a_leaf_expiring_within_30_days_is_renewed(self, files: TlsFiles) -> None:
+        """370 days on, the 397-day leaf has under 30 left and is replaced."""
+        old_ca, old_leaf = files.ca.read_bytes(), files.cert.read_bytes()
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=370)
+
+        ensure_certificates(files.ca.parent, ["gateway.test"], now=later)
+
+        assert files.ca.read_bytes() == old_ca
+        assert files.cert.read_bytes() != old_leaf
+        assert leaf(files).not_valid_after_utc > later + datetime.timedelta(days=300)
+
+    def test_an_expiring_ca_is_replaced_with_its_leaf(self, files: TlsFiles) -> None:
+        """Near the CA's end both are made again, and they chain."""
+        old_ca = files.ca.read_bytes()
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3640)
+
+        ensure_certificates(files.ca.parent, ["gateway.test"], now=later)
+
+        assert files.ca.read_bytes() != old_ca
+        leaf(files).verify_directly_issued_by(ca(files))
+
+    def test_a_broken_leaf_or_mismatched_key_is_replaced(self, files: TlsFiles) -> None:
+        """Garbage in cert.pem, or a key of another pair, means a new leaf."""
+        files.cert.write_bytes(b"not a certificate")
+        ensure_certificates(files.ca.parent, ["gateway.test"])
+        leaf(files).verify_directly_issued_by(ca(files))
+
+        files.key.write_bytes((files.ca.parent / "ca-key.pem").read_bytes())
+        ensure_certificates(files.ca.parent, ["gateway.test"])
+        assert files.key.read_bytes() != (files.ca.parent / "ca-key.pem").read_bytes()
+
+    def test_an_unspecified_bind_address_names_this_machine(
+        self, tmp_path: Path
+    ) -> None:
+        """Binding 0.0.0.0 puts the host name in, not 0.0.0.0."""
+        files = ensure_certificates(tmp_path / "tls", ["0.0.0.0"])
+
+        names = san(leaf(files))
+        assert "0.0.0.0" not in names
+        assert socket.gethostname().lower() in names
+
+    @pytest.mark.parametrize("host", ["bad host", "-dash.test", "a..b", "x" * 64])
+    def test_a_host_that_is_no_name_or_address_is_refused(
+        self, tmp_path: Path, host: str
+    ) -> None:
+        """The error repeats the host as given."""
+        with pytest.raises(ConfigurationError, match=repr(host)):
+            ensure_certificates(tmp_path / "tls", [host])
+
+    def test_default_folder_is_outside_the_project(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """XDG_DATA_HOME wins; otherwise ~/.local/share/localfaas/tls."""
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        assert default_tls_dir() == tmp_path / "data" / "localfaas" / "tls"
+
+        monkeypatch.delenv("XDG_DATA_HOME")
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert default_tls_dir() == tmp_path / ".local/share/localfaas/tls"
+
+
+def all_files(files: TlsFiles) -> list[Path]:
+    folder = files.ca.parent
+    return [files.ca, files.cert, files.key, folder / "ca-key.pem"]
+
+
+# --- serving ----------------------------------------------------------------
+
+
+class TestServing:
+    @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+    def test_httpx_trusting_the_ca_gets_https_answers(
+        self, files: TlsFiles, host: str
+    ) -> None:
+        """A verified handshake by name and by address, keep-alive included."""
+        with serving(echo_app, files) as server:
+            url = f"https://{host}:{server.effective_port}/"
+            with httpx.Client(verify=trusting(files)) as client:
+                first = client.post(url, content=b"one")
+                second = client.post(url, content=b"two")
+
+        assert first.status_code == second.status_code == 200
+        assert first.text.endswith(" https on\none")
+        assert second.text.endswith("\ntwo")
+
+    def test_hostname_is_checked_against_the_certificate(self, files: TlsFiles) -> None:
+        """A name in the certificate passes, one outside it is refused."""
+        with serving(echo_app, files) as server:
+            address = ("127.0.0.1", server.effective_port)
+            context = trusting(files)
+
+            with (
+                socket.create_connection(address, timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="gateway.test") as tls,
+            ):
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+                assert tls.selected_alpn_protocol() in (None, "http/1.1")
+
+            with (
+                socket.create_connection(address, timeout=5) as raw,
+                pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
+            ):
+                context.wrap_socket(raw, server_hostname="elsewhere.test")
+
+    def test_a_client_without_the_ca_is_refused(self, files: TlsFiles) -> None:
+        """The system's CAs alone do not trust the local CA."""
+        with serving(echo_app, files) as server:
+            url = f"https://localhost:{server.effective_port}/"
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
+                httpx.get(url, verify=ssl.create_default_context())
+
+            # The relay keeps serving after a failed handshake.
+            answer = httpx.get(url, verify=trusting(files))
+            assert answer.status_code == 200
+
+    def test_the_app_sees_the_real_client_address_and_port(
+        self, files: TlsFiles
+    ) -> None:
+        """REMOTE_ADDR/PORT are the TLS client's, not the relay's."""
+        with serving(echo_app, files) as server:
+            address = ("127.0.0.1", server.effective_port)
+            with (
+                socket.create_connection(address, timeout=5) as raw,
+                trusting(files).wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                client_port = tls.getsockname()[1]
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                answer = read_until(tls, b"\n", after=b"\r\n\r\n")
+
+        assert answer == f"127.0.0.1 {client_port} https on\n".encode()
+
+    def test_the_private_plain_port_refuses_direct_requests(
+        self, files: TlsFiles
+    ) -> None:
+        """Plain HTTP straight to waitress gets 403: TLS cannot be bypassed."""
+        with serving(echo_app, files) as server:
+            answer = httpx.get(f"http://127.0.0.1:{server.backend_port}/")
+
+        assert answer.status_code == 403
+        assert "TLS port" in answer.text
+
+    def test_large_bodies_and_streamed_answers_pass_intact(
+        self, files: TlsFiles
+    ) -> None:
+        """A 3 MB upload comes back whole; a chunked answer arrives complete."""
+        body = os.urandom(3 * 1024 * 1024)
+        with serving(echo_app, files) as server:
+            url = f"https://localhost:{server.effective_port}/"
+            answer = httpx.post(url, content=body, verify=trusting(files))
+        assert answer.content.split(b"\n", 1)[1] == body
+
+        with serving(streaming_app, files) as server:
+            url = f"https://localhost:{server.effective_port}/"
+            streamed = httpx.get(url, verify=trusting(files))
+        assert streamed.text.count("\n") == 500
+        assert streamed.text.endswith('{"line": 499}\n')
+
+    def test_stop_before_run_returns_at_once(self, files: TlsFiles) -> None:
+        """A stop that comes before run() is not lost."""
+        server = serve_tls(echo_app, "127.0.0.1", 0, files, threads=1)
+        server.stop()
+
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+
+    def test_a_busy_port_is_a_configuration_error(self, files: TlsFiles) -> None:
+        """The error names the address and what to do."""
+        with socket.create_server(("127.0.0.1", 0)) as busy:
+            port = busy.getsockname()[1]
+            with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}") as err:
+                serve_tls(echo_app, "127.0.0.1", port, files, threads=1)
+
+        assert err.value.hint is not None
+        assert "--port" in err.value.hint
+
+
+def read_until(sock: ssl.SSLSocket, end: bytes, *, after: bytes) -> bytes:
+    """The bytes after ``after`` up to and including the next ``end``."""
+    data = b""
+    while after not in data or end not in data.split(after, 1)[1]:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    rest = data.split(after, 1)[1]
+    return rest[: rest.index(end) + len(end)]
