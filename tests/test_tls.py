@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 import ssl
 import stat
@@ -228,7 +229,7 @@ class TestCertificates:
         self, tmp_path: Path, host: str
     ) -> None:
         """The error repeats the host as given."""
-        with pytest.raises(ConfigurationError, match=repr(host)):
+        with pytest.raises(ConfigurationError, match=re.escape(repr(host))):
             ensure_certificates(tmp_path / "tls", [host])
 
     def test_default_folder_is_outside_the_project(
@@ -353,7 +354,9 @@ class TestServing:
         """The error names the address and what to do."""
         with socket.create_server(("127.0.0.1", 0)) as busy:
             port = busy.getsockname()[1]
-            with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}") as err:
+            with pytest.raises(
+                ConfigurationError, match=re.escape(f"127.0.0.1:{port}")
+            ) as err:
                 serve_tls(echo_app, "127.0.0.1", port, files, threads=1)
 
         assert err.value.hint is not None
