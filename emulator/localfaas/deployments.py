@@ -151,6 +151,8 @@ def status_json(
         ("availableReplicas", available),
     ]
     out.update((key, value) for key, value in optional if value)
+    if "invocationCount" in out and float(invocations).is_integer():
+        out["invocationCount"] = int(invocations)
     out["createdAt"] = request.createdAt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return out
 

@@ -37,6 +37,7 @@ from .secrets import (
     SecretReadOnly,
     SecretStore,
 )
+from .supervisor import LogLine
 
 log = logging.getLogger("localfaas.system")
 
@@ -46,16 +47,6 @@ StartResponse = Callable[..., Any]
 # A stable 40-character id for this build: clients (and the certifier)
 # expect a git-style sha in /system/info.
 _SHA = "0" * 32 + "%08x" % (hash(__version__) & 0xFFFFFFFF)
-
-
-class LogLine(Protocol):
-    """One line a function printed."""
-
-    name: str
-    namespace: str
-    instance: str
-    timestamp: datetime
-    text: str
 
 
 class FunctionManager(Protocol):
@@ -69,8 +60,10 @@ class FunctionManager(Protocol):
     def replicas(self, name: str) -> tuple[int, int]: ...
     def invocations(self, name: str) -> float: ...
     def logs(self, name: str, since: datetime | None, tail: int) -> list[LogLine]: ...
-    def follow(self, name: str) -> queue.Queue[LogLine]: ...
-    def unfollow(self, name: str, lines: queue.Queue[LogLine]) -> None: ...
+    def follow(
+        self, name: str, since: datetime | None, tail: int
+    ) -> queue.Queue[LogLine | None] | None: ...
+    def unfollow(self, name: str, lines: queue.Queue[LogLine | None]) -> None: ...
 
 
 class SystemAPI:
@@ -359,24 +352,29 @@ class SystemAPI:
             return _text(start_response, 500, "unknown log request error (422)\n")
         follow = query.get("follow", "").lower() in ("true", "1")
 
-        lines = self.functions.logs(name, since, tail)
         start_response("200 OK", [("Content-Type", "application/x-ndjson")])
         if not follow:
+            lines = self.functions.logs(name, since, tail)
             return [b"".join(_log_json(line) for line in lines)]
-        return self._follow(name, lines)
+        subscription = self.functions.follow(name, since, tail)
+        if subscription is None:
+            return [b""]
+        return self._follow(name, subscription)
 
-    def _follow(self, name: str, backlog: list[LogLine]) -> Iterator[bytes]:
-        for line in backlog:
-            yield _log_json(line)
-        subscription = self.functions.follow(name)
+    def _follow(
+        self, name: str, subscription: queue.Queue[LogLine | None]
+    ) -> Iterator[bytes]:
         deadline = time.monotonic() + self.log_timeout
         try:
             # The stream is cut at write_timeout, as the gateway cuts it.
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    yield _log_json(subscription.get(timeout=min(left, 1.0)))
+                    line = subscription.get(timeout=min(left, 1.0))
                 except queue.Empty:
                     continue
+                if line is None:
+                    return
+                yield _log_json(line)
         finally:
             self.functions.unfollow(name, subscription)
 
