@@ -26,6 +26,7 @@ import waitress
 from . import __version__
 from .admin import AdminCredentials, admin_middleware, is_loopback
 from .deployments import RequestError
+from .environments import Environments
 from .errors import ConfigurationError, DeployFailed
 from .functions import Functions, request_of, sources_of
 from .gateway import SERVED_BY, Gateway
@@ -44,6 +45,20 @@ log = logging.getLogger("localfaas")
 
 class _Server(Protocol):
     def run(self) -> None: ...
+
+
+def cache_dir() -> Path:
+    """Where function environments are kept, shared by every project.
+
+    An environment is keyed by its Python and requirement files, so two
+    projects (or two test runs) with the same requirements reuse one.
+    ``LOCALFAAS_CACHE_DIR`` moves it; else the XDG cache folder.
+    """
+    explicit = os.environ.get("LOCALFAAS_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "localfaas"
 
 
 def say(text: str) -> None:
@@ -65,7 +80,13 @@ def up(options: UpOptions) -> None:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     secrets = SecretStore(project / ".secrets", state)
-    with Supervisor(state, secrets=secrets, log_sink=echo_function_log) as supervisor:
+    environments = Environments(cache_dir())
+    with Supervisor(
+        state,
+        secrets=secrets,
+        log_sink=echo_function_log,
+        environments=environments,
+    ) as supervisor:
         functions = _functions(supervisor, stack)
         gateway = _gateway(options, state, functions, secrets)
         queue = AsyncQueue(state, gateway.invoke_queued, workers=options.queue_workers)
