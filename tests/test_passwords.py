@@ -82,8 +82,8 @@ class TestVerify:
     @pytest.mark.parametrize(
         ("encoded", "complaint"),
         [
-            ("$scrypt$n=1024,r=8,p=1$onlyfour", "shape"),
-            (f"scrypt$n=1024,r=8,p=1${Z}${Z}", "shape"),
+            ("$scrypt$n=1024,r=8,p=1$onlyfour", "$<scheme>$<params>"),
+            (f"scrypt$n=1024,r=8,p=1${Z}${Z}", "$<scheme>$<params>"),
             (f"$argon2id$v=19${Z}${Z}", "argon2id"),
             (f"$scrypt$n=1000,r=8,p=1${Z}${Z}", "power of two"),
             (f"$scrypt$n=2097152,r=8,p=1${Z}${Z}", "power of two"),
