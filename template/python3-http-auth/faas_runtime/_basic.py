@@ -111,12 +111,9 @@ class BasicVerifier:
         # either found (an unknown user is checked against another
         # user's password, so it costs the same hash).
         if not (user_ok & password_ok):
-            raise self._refuse(
-                f"wrong password for user {user!r}"
-                if user_ok
-                # The name is not logged: people type passwords into it.
-                else "unknown user"
-            )
+            # An unknown name is not logged: people type passwords into it.
+            known = f"wrong password for user {user!r}"
+            raise self._refuse(known if user_ok else "unknown user")
         return Identity(scheme=self.scheme, subject=user)
 
     def _credentials(self, request: AuthRequest) -> tuple[str, str]:
