@@ -1,0 +1,195 @@
+"""The emulator under faults: an auth plugin that allows, denies or is gone,
+and an emulator killed with async calls still queued."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port
+from emulator_support import Emulator, make_project, start
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The reference basic-auth plugin as its own process."""
+    folder = tmp_path / "plugin-secrets"
+    folder.mkdir()
+    (folder / "basic-auth-user").write_text("ops\n")
+    (folder / "basic-auth-password").write_text("pl4gin\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "localfaas",
+            "auth-plugin",
+            "basic",
+            "--port",
+            str(port),
+            "--secret-mount-path",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health")
+    yield f"http://127.0.0.1:{port}/validate", process
+    process.kill()
+    process.wait()
+
+
+def test_auth_plugin_contract_end_to_end(
+    tmp_path: Path, cache: Path, plugin: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """200 from the plugin allows; its 401 reaches the client; down is 500."""
+    url, process = plugin
+    emulator = start(make_project(tmp_path / "p"), cache, "--auth-proxy-url", url)
+    try:
+        allowed = httpx.get(f"{emulator.url}/system/functions", auth=("ops", "pl4gin"))
+        assert allowed.status_code == 200
+        assert {f["name"] for f in allowed.json()} >= {"echo", "signed"}
+
+        denied = httpx.get(f"{emulator.url}/system/functions", auth=("ops", "no"))
+        assert denied.status_code == 401
+        assert denied.headers["www-authenticate"] == 'Basic realm="Restricted"'
+        assert denied.content == b"invalid credentials"
+
+        process.kill()
+        process.wait()
+        down = httpx.get(f"{emulator.url}/system/functions", auth=("ops", "pl4gin"))
+        assert down.status_code == 500
+        assert down.text.endswith("\n")
+        # Functions do not depend on the plugin.
+        assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
+    finally:
+        assert emulator.stop() == 0
+
+
+class _Callbacks(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        self.server.calls.append((self.headers["X-Call-Id"], body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_killed_emulator_delivers_every_accepted_call_after_restart(
+    tmp_path: Path, cache: Path
+) -> None:
+    """SIGKILL with calls queued: a restart delivers each one, none twice."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    server.calls = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    callback = f"http://127.0.0.1:{server.server_address[1]}/cb"
+
+    project = make_project(tmp_path / "p")
+    handler = project / "echo" / "handler.py"
+    handler.write_text(
+        "import time\n\n"
+        "def handle(event, context):\n"
+        "    time.sleep(0.3)\n"
+        "    return event.body.decode()\n"
+    )
+    port = free_port()
+    first = start(project, cache, port=port)
+    accepted = []
+    for number in range(12):
+        response = httpx.post(
+            f"{first.url}/async-function/echo",
+            content=f"call-{number}".encode(),
+            headers={"X-Callback-Url": callback},
+        )
+        assert response.status_code == 202
+        accepted.append(response.headers["x-call-id"])
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    before = len(server.calls)  # type: ignore[attr-defined]
+    assert before < len(accepted), "the kill came too late to test anything"
+
+    _kill_orphans(project)
+    second = start(project, cache, port=free_port())
+    try:
+        deadline = time.monotonic() + 60
+        while len({c for c, _ in server.calls}) < len(accepted):  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, server.calls  # type: ignore[attr-defined]
+            time.sleep(0.2)
+        time.sleep(1)
+        ids = [call_id for call_id, _ in server.calls]  # type: ignore[attr-defined]
+        assert sorted(set(ids)) == sorted(accepted)
+        bodies = {body for _, body in server.calls}  # type: ignore[attr-defined]
+        assert bodies == {f"call-{n}".encode() for n in range(12)}
+        duplicates = len(ids) - len(set(ids))
+        # A call cut off mid-invocation is invoked again (as NATS redelivers),
+        # so at most the in-flight ones may call back twice.
+        assert duplicates <= 4
+    finally:
+        second.stop()
+        server.shutdown()
+
+
+def _kill_orphans(project: Path) -> None:
+    """Function processes of a SIGKILLed emulator, found by their folder."""
+    marker = str(project / ".localfaas")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cwd").resolve()
+        except OSError:
+            continue
+        if str(cmdline).startswith(marker):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
+    """SIGINT stops the gateway and every function process it started."""
+    project = make_project(tmp_path / "p")
+    emulator: Emulator = start(project, cache)
+    assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
+    assert emulator.stop(signal.SIGINT) == 0
+    marker = str(project / ".localfaas")
+    alive = [
+        p for p in os.listdir("/proc") if p.isdigit() and _cwd(p).startswith(marker)
+    ]
+    assert alive == []
+    assert "every function process has exited" in emulator.output()
+
+
+def _cwd(pid: str) -> str:
+    try:
+        return str(Path(f"/proc/{pid}/cwd").resolve())
+    except OSError:
+        return ""
