@@ -3,6 +3,7 @@ and an emulator killed with async calls still queued."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
@@ -168,10 +169,8 @@ def _kill_orphans(project: Path) -> None:
         except OSError:
             continue
         if str(cmdline).startswith(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
