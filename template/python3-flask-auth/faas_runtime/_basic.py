@@ -111,12 +111,9 @@ class BasicVerifier:
         # either found (an unknown user is checked against another
         # user's password, so it costs the same hash).
         if not (user_ok & password_ok):
-            raise self._refuse(
-                f"wrong password for user {user!r}"
-                if user_ok
-                # The name is not logged: people type passwords into it.
-                else "unknown user"
-            )
+            # An unknown name is not logged: people type passwords into it.
+            known = f"wrong password for user {user!r}"
+            raise self._refuse(known if user_ok else "unknown user")
         return Identity(scheme=self.scheme, subject=user)
 
     def _credentials(self, request: AuthRequest) -> tuple[str, str]:
@@ -181,7 +178,7 @@ def _find(entries: list[_Entry], user: str) -> tuple[_Entry, bool]:
     wanted = hashlib.sha256(user.encode("utf-8")).digest()
     # An unknown user is checked against a stand-in, preferably a hashed
     # one, so a wrong name costs the same KDF as a wrong password.
-    hashed = [entry for entry in entries if not isinstance(entry.password, bytes)]
+    hashed = [e for e in entries if isinstance(e.password, PasswordHash)]
     found, matched = (hashed or entries)[0], False
     for entry in entries:
         # Every entry is compared, in constant time, so timing tells
@@ -192,7 +189,8 @@ def _find(entries: list[_Entry], user: str) -> tuple[_Entry, bool]:
 
 
 def _parse(lines: list[str], secret: str) -> list[_Entry]:
-    entries = [_entry(line, number, secret) for number, line in enumerate(lines, 1)]
+    numbered = enumerate(lines, start=1)
+    entries = [_entry(line, number, secret) for number, line in numbered]
     seen: set[str] = set()
     for entry in entries:
         if entry.user in seen:
@@ -215,7 +213,8 @@ def _entry(line: str, number: int, secret: str) -> _Entry:
 
     user_digest = hashlib.sha256(user.encode("utf-8")).digest()
     if is_hashed(password):
-        return _Entry(user, user_digest, _hash(password, user, secret), password)
+        parsed = _hash(password, user, secret)
+        return _Entry(user, user_digest, parsed, password)
 
     if not password:
         raise ConfigError(

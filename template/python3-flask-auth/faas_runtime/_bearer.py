@@ -63,7 +63,7 @@ def bearer_challenge(
         if value is None:
             continue
         if not _ERROR_TEXT.fullmatch(value):
-            raise ValueError(f"{name} {value!r} has characters RFC 6750 forbids")
+            raise ValueError(f"{name} {value!r} has characters RFC 6750 bars")
         params.append(f"{name}={quoted(value)}")
 
     return "Bearer " + ", ".join(params)
@@ -91,7 +91,8 @@ def bearer_token(
     # character check below.
     places = ", ".join(place for place, _ in found)
     if len(found) > 1:
-        raise _invalid_request(realm, f"token sent {len(found)} ways ({places})")
+        reason = f"token sent {len(found)} ways ({places})"
+        raise _invalid_request(realm, reason)
 
     token = found[0][1]
     if not token:
@@ -118,7 +119,7 @@ def _presented(
 
     if allow_query:
         pairs = parse_qsl(request.query, keep_blank_values=True)
-        found += [("query", value) for name, value in pairs if name == "access_token"]
+        found += [("query", v) for name, v in pairs if name == "access_token"]
     return found
 
 
@@ -176,7 +177,8 @@ class BearerVerifier:
             allow_query=self.allow_query,
         )
         entries = self._entries()
-        subject = _match(hashlib.sha256(token.encode("ascii")).digest(), entries)
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        subject = _match(digest, entries)
         if subject is None:
             raise Unauthorized(
                 f"token matches none of the {len(entries)} entries in "

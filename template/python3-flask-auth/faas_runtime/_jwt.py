@@ -63,6 +63,8 @@ ALGORITHMS = frozenset(
     }
 )
 
+_EDDSA_KEYS = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+
 _CURVES = {
     "ES256": "secp256r1",
     "ES256K": "secp256k1",
@@ -112,10 +114,10 @@ class VerifyingKey:
         if algorithm[:2] in ("RS", "PS"):
             return isinstance(self.key, rsa.RSAPublicKey)
         if algorithm == "EdDSA":
-            return isinstance(self.key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-        return isinstance(
-            self.key, ec.EllipticCurvePublicKey
-        ) and self.key.curve.name == _CURVES.get(algorithm)
+            return isinstance(self.key, _EDDSA_KEYS)
+        if not isinstance(self.key, ec.EllipticCurvePublicKey):
+            return False
+        return self.key.curve.name == _CURVES.get(algorithm)
 
 
 class KeySource(Protocol):
@@ -167,7 +169,7 @@ class JwksFile:
 
         where = f"secret {self._secret.name!r}"
         try:
-            keys = _jwks_keys(json.loads(data), where)
+            keys = _jwks_keys(_json(data), where)
         except ValueError as exc:
             raise ConfigError(
                 f"{where} {exc}; write the issuer's JWKS JSON into it"
@@ -266,7 +268,8 @@ class JwksUrl:
             return
 
         self._keys, self._fetched_at = keys, now
-        logger.info("jwks fetched: url=%s why=%r keys=%d", self.url, why, len(keys))
+        count = len(keys)
+        logger.info("jwks fetched: url=%s why=%r keys=%d", self.url, why, count)
 
     def _fetch(self) -> Any:
         # The scheme was checked to be http(s) in __init__.
@@ -288,7 +291,7 @@ class JwksUrl:
 
         if len(body) > _MAX_JWKS_BYTES:
             raise ValueError("answered more than 1 MiB")
-        return json.loads(body)
+        return _json(body)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -319,7 +322,8 @@ class JWTVerifier:
         try:
             self._refusal = bearer_challenge(realm, "invalid_token")
         except ValueError as exc:
-            raise ConfigError(f"JWT realm {realm!r} {exc}; use printable text") from exc
+            message = f"JWT realm {realm!r} {exc}; use printable text"
+            raise ConfigError(message) from exc
         if not isinstance(issuer, str) or not issuer:
             raise ConfigError(
                 f"JWT issuer {issuer!r} is empty; give the issuer's iss value"
@@ -348,7 +352,8 @@ class JWTVerifier:
 
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
-            raise self._invalid(f"algorithm {str(algorithm)[:20]!r} not allowed")
+            shown = str(algorithm)[:20]
+            raise self._invalid(f"algorithm {shown!r} not allowed")
 
         kid = header.get("kid")
         claims = self._decode(token, self._candidates(algorithm, kid))
@@ -361,8 +366,8 @@ class JWTVerifier:
             claims=claims,
         )
 
-    def _candidates(self, algorithm: str, kid: str | None) -> list[VerifyingKey]:
-        fitting = [key for key in self._keys.keys(kid) if key.fits(algorithm)]
+    def _candidates(self, alg: str, kid: str | None) -> list[VerifyingKey]:
+        fitting = [key for key in self._keys.keys(kid) if key.fits(alg)]
         named = [key for key in fitting if kid is not None and kid in key.kids]
         # A kid is a hint (RFC 7515 §4.1.4): when it names none of the keys,
         # every key that fits the algorithm is tried.
@@ -409,7 +414,8 @@ class JWTVerifier:
             raise self._invalid("token issued in the future (iat)")
 
     def _invalid(self, reason: str) -> Unauthorized:
-        return Unauthorized(reason, headers=[("WWW-Authenticate", self._refusal)])
+        challenge = ("WWW-Authenticate", self._refusal)
+        return Unauthorized(reason, headers=[challenge])
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -483,7 +489,8 @@ def _pem_key(block: bytes, number: int, secret: str) -> VerifyingKey:
 
     try:
         if block.startswith(b"-----BEGIN CERTIFICATE-----"):
-            return _certificate_key(x509.load_pem_x509_certificate(block), where)
+            cert = x509.load_pem_x509_certificate(block)
+            return _certificate_key(cert, where)
         loaded = serialization.load_pem_public_key(block)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigError(
@@ -533,16 +540,24 @@ def _thumbprint(key: PublicKey) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"is not JSON ({exc})") from None
+
+
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 def _jwks_keys(document: Any, where: str) -> list[VerifyingKey]:
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+    listed = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(listed, list):
         raise ValueError("is not a JWKS: a JSON object with a 'keys' list")
 
     keys = []
-    for number, jwk in enumerate(document["keys"], 1):
+    for number, jwk in enumerate(listed, start=1):
         key = _jwk_key(jwk, number, where)
         if key is not None:
             keys.append(key)
@@ -556,7 +571,7 @@ def _jwk_key(jwk: Any, number: int, where: str) -> VerifyingKey | None:
         return None
     if jwk.get("kty") == "oct" or "d" in jwk:
         # Symmetric or private material has no place in a published set.
-        logger.warning("jwks key %d of %s skipped: not a public key", number, where)
+        logger.warning("jwks key %d of %s skipped: not public", number, where)
         return None
 
     try:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ._errors import ConfigError
 
 SCHEMES = ("scrypt", "pbkdf2-sha256")
+_KNOWN = ", ".join(SCHEMES)
 
 # scrypt's cost as recommended for interactive logins (RFC 7914 §2 and
 # OWASP's password storage cheat sheet): N=2**15, r=8, p=1 is about
@@ -94,7 +95,7 @@ class PasswordHash:
         """
         parts = encoded.split("$")
         if len(parts) != 5 or parts[0]:
-            raise ValueError("a hash has the shape $<scheme>$<params>$<salt>$<hash>")
+            raise ValueError("a hash reads $<scheme>$<params>$<salt>$<hash>")
 
         _, scheme, params, salt, digest = parts
         return cls(
@@ -106,13 +107,8 @@ class PasswordHash:
 
     def verify(self, password: str) -> bool:
         """Tell whether ``password`` is the one that was hashed."""
-        computed = _derive(
-            self.scheme,
-            normalize(password),
-            self.salt,
-            self.params,
-            len(self.digest),
-        )
+        text, size = normalize(password), len(self.digest)
+        computed = _derive(self.scheme, text, self.salt, self.params, size)
         return hmac.compare_digest(computed, self.digest)
 
     def encode(self) -> str:
@@ -129,12 +125,12 @@ def hash_password(password: str, *, scheme: str = "scrypt") -> str:
     """Hash ``password`` with a fresh salt and return the encoded line."""
     if scheme not in SCHEMES:
         raise ValueError(
-            f"unknown password hash scheme {scheme!r}; use one of {', '.join(SCHEMES)}"
+            f"unknown password hash scheme {scheme!r}; use one of {_KNOWN}"
         )
 
-    params = (
-        (SCRYPT_N, SCRYPT_R, SCRYPT_P) if scheme == "scrypt" else (PBKDF2_ITERATIONS,)
-    )
+    params: tuple[int, ...] = (PBKDF2_ITERATIONS,)
+    if scheme == "scrypt":
+        params = (SCRYPT_N, SCRYPT_R, SCRYPT_P)
     salt = os.urandom(SALT_BYTES)
     digest = _derive(scheme, normalize(password), salt, params, HASH_BYTES)
     return PasswordHash(scheme, params, salt, digest).encode()
@@ -157,9 +153,7 @@ def _parse_params(scheme: str, text: str) -> tuple[int, ...]:
         return _scrypt_params(text)
     if scheme == "pbkdf2-sha256":
         return _pbkdf2_params(text)
-    raise ValueError(
-        f"hash scheme {scheme!r} is not supported; use one of {', '.join(SCHEMES)}"
-    )
+    raise ValueError(f"hash scheme {scheme!r} is not supported; use {_KNOWN}")
 
 
 def _scrypt_params(text: str) -> tuple[int, ...]:
@@ -213,7 +207,15 @@ def _derive(
     # recommended N=2**15, r=8 needs slightly more: 128*r*(N+2) for V plus
     # 128*r*p for B, with room to spare.
     maxmem = 128 * r * (n + 2) + 128 * r * p + 2**20
-    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=size)
+    return hashlib.scrypt(
+        secret,
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=maxmem,
+        dklen=size,
+    )
 
 
 def _read_password() -> str:
