@@ -14,13 +14,13 @@ import pytest
 from localfaas.environments import BuildError, Environments
 
 
-def make_wheel(folder: Path, name: str, version: str = "1.0") -> Path:
+def make_wheel(folder: Path, name: str, version: str = "1.0", module: str = "") -> Path:
     """A pure-Python wheel of one module, installable without an index."""
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / f"{name}-{version}-py3-none-any.whl"
     dist = f"{name}-{version}.dist-info"
     files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{name}/__init__.py": module or f"VERSION = {version!r}\n",
         f"{dist}/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
         ),
@@ -106,6 +106,34 @@ def test_key_follows_what_is_installed_not_comments(tmp_path: Path) -> None:
     missing = environments.key(files)
     files[1].write_text("# nothing yet\n")
     assert environments.key(files) == missing != key
+
+
+def test_a_rebuilt_local_wheel_gets_a_new_environment(tmp_path: Path) -> None:
+    """Same requirement line, new wheel bytes: a new key and the new code."""
+    make_wheel(tmp_path / "function", "alpha", "1.0")
+    files = requirement_files(tmp_path, "", "./alpha-1.0-py3-none-any.whl\n")
+    environments = Environments(tmp_path / "state")
+    first = environments.get(files)
+
+    make_wheel(tmp_path / "function", "alpha", "1.0", "VERSION = 'rebuilt'\n")
+    second = environments.get(files)
+
+    assert second.key != first.key
+    done = run_python(second.python, "import alpha; print(alpha.VERSION)")
+    assert done.stdout.strip() == "rebuilt"
+
+
+def test_an_included_file_is_part_of_the_key(tmp_path: Path) -> None:
+    """A change in a file pulled in with -r changes the key."""
+    files = requirement_files(tmp_path, "", "-r shared.txt\n")
+    shared = tmp_path / "function" / "shared.txt"
+    shared.write_text("requests\n")
+    environments = Environments(tmp_path / "state")
+    key = environments.key(files)
+
+    shared.write_text("requests\nflask\n")
+
+    assert environments.key(files) != key
 
 
 @pytest.mark.skipif(

@@ -70,6 +70,9 @@ _PIP_ENV = {
 
 _PYTHON_ID = "import sys; print(sys.version); print(sys.base_prefix)"
 
+_INCLUDE = re.compile(r"(?:-r|-c|--requirement|--constraint)[ =]\s*(\S+)")
+_ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2")
+
 
 class BuildError(Exception):
     """An environment could not be made; ``output`` is pip's last lines."""
@@ -112,11 +115,18 @@ class Environments:
         self.python = python
 
     def key(self, requirements: Sequence[Path]) -> str:
-        """The cache key of ``requirements`` (in order) on this Python."""
+        """The cache key of ``requirements`` (in order) on this Python.
+
+        It covers what each file asks for, the files it includes with
+        ``-r``/``-c``, and the bytes of local archives it names, so a wheel
+        rebuilt under the same name gets a new environment. Local source
+        folders are not read: change their version to rebuild.
+        """
+        cwd = _pip_cwd(requirements)
         digest = hashlib.sha256(self._python_id.encode())
         for index, path in enumerate(requirements):
             digest.update(f"\0{index}\0".encode())
-            digest.update("\n".join(_requirement_lines(path)).encode())
+            digest.update("\n".join(_fingerprint(path, cwd, set())).encode())
         return digest.hexdigest()[:_KEY_CHARS]
 
     def get(
@@ -208,9 +218,7 @@ class Environments:
         if not host_pip:
             pip = [python, "-m", "pip"]
         options = [arg for path in files for arg in ("-r", str(path.absolute()))]
-        # Relative paths inside a requirement file are resolved from the
-        # working directory; the function's folder is where users write them.
-        cwd = files[-1].absolute().parent
+        cwd = _pip_cwd(requirements)
         _run([*pip, "install", *options], files, report, "pip install", cwd)
 
 
@@ -223,6 +231,45 @@ def _requirement_lines(path: Path) -> list[str]:
         return []
     lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in text.splitlines())
     return [line for line in lines if line]
+
+
+def _pip_cwd(requirements: Sequence[Path]) -> Path:
+    # pip resolves a relative path in a requirement line from its working
+    # folder; the function's folder (the last file's) is where users write
+    # such paths from.
+    if not requirements:
+        return Path.cwd()
+    return requirements[-1].absolute().parent
+
+
+def _fingerprint(path: Path, cwd: Path, seen: set[Path]) -> list[str]:
+    lines = _requirement_lines(path)
+    marks: list[str] = []
+    for line in lines:
+        included = _INCLUDE.match(line)
+        if included:
+            # pip reads -r and -c files relative to the including file.
+            nested = (path.parent / included.group(1)).resolve()
+            if nested not in seen:
+                seen.add(nested)
+                marks += _fingerprint(nested, cwd, seen)
+            continue
+        archive = _local_archive(line, cwd)
+        if archive is not None:
+            content = hashlib.sha256(archive.read_bytes()).hexdigest()
+            marks.append(f"{line} sha256={content}")
+    return lines + marks
+
+
+def _local_archive(line: str, cwd: Path) -> Path | None:
+    target = line.split(";", 1)[0].strip()
+    if " @ " in target:
+        target = target.split(" @ ", 1)[1].strip()
+    target = target.removeprefix("file://")
+    if not target.endswith(_ARCHIVES):
+        return None
+    candidate = cwd / target
+    return candidate if candidate.is_file() else None
 
 
 def _usable(environment: Environment) -> bool:
