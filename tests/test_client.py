@@ -63,11 +63,12 @@ class Answer:
 
 
 class FakeGateway:
-    """Records requests; answers from ``answers``, else 404 ``not found``."""
+    """Records requests; answers in the order queued, else 404 ``not found``."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.answers: dict[tuple[str, str], list[Answer]] = {}
+        self.last: dict[tuple[str, str], Answer] = {}
         self.url = ""
 
     def answer(
@@ -78,7 +79,7 @@ class FakeGateway:
         body: bytes | Iterable[bytes] = b"",
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Queue an answer for ``method path``; the last one repeats."""
+        """Queue an answer for ``method path``; the last one used repeats."""
         queue = self.answers.setdefault((method, path), [])
         queue.append(Answer(status, body, list(headers)))
 
@@ -94,10 +95,11 @@ class FakeGateway:
     ) -> Iterable[bytes]:
         """Record the request, then answer it."""
         self.seen.append(_record(environ))
-        queue = self.answers.get((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
-        answer = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else None
-        if answer is None:
-            answer = Answer(404, b"not found")
+        route = (environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        queue = self.answers.get(route)
+        if queue:
+            self.last[route] = queue.pop(0)
+        answer = self.last.get(route, Answer(404, b"not found"))
 
         headers = list(answer.headers)
         if isinstance(answer.body, bytes):
