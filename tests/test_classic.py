@@ -129,7 +129,7 @@ def test_wc_counts_the_bytes_of_the_body(classic: Start) -> None:
     assert response.text.strip() == str(len(body))
 
 
-def test_headers_and_request_reach_the_process_as_http_env(classic: Start) -> None:
+def test_headers_and_request_reach_the_process_as_env(classic: Start) -> None:
     """Http_<Header>, method, lengths, query, path and host, plus the env."""
     fn = classic("env", MY_SETTING="on")
     response = httpx.post(
@@ -159,7 +159,7 @@ def test_no_query_means_no_http_query(classic: Start) -> None:
 
 
 def test_a_chunked_body_has_an_unknown_length(classic: Start) -> None:
-    """Chunked requests: Http_Transfer_Encoding=chunked, length -1, body intact."""
+    """A chunked request: Http_Transfer_Encoding=chunked and length -1."""
     fn = classic("env")
 
     def chunks() -> Iterator[bytes]:
@@ -242,13 +242,15 @@ def test_the_content_type_setting_wins(classic: Start) -> None:
 def test_max_inflight_answers_429(classic: Start) -> None:
     """Past max_inflight a request is refused at once with 429."""
     fn = classic("sleep 1", max_inflight="1")
-    slow = threading.Thread(target=httpx.post, args=(fn.url,), kwargs={"timeout": 10})
+    options = {"timeout": 10}
+    slow = threading.Thread(target=httpx.post, args=(fn.url,), kwargs=options)
     slow.start()
     time.sleep(0.3)
     busy = httpx.post(fn.url)
     slow.join()
     assert busy.status_code == 429
-    assert busy.text == "Concurrent request limit exceeded. Max concurrent requests: 1"
+    limit = "Concurrent request limit exceeded. Max concurrent requests: 1"
+    assert busy.text == limit
 
 
 def test_health_lock_file_and_the_log_lines(classic: Start) -> None:
@@ -269,7 +271,7 @@ def test_health_lock_file_and_the_log_lines(classic: Start) -> None:
 
 
 def test_sigterm_turns_health_off_and_drains(classic: Start) -> None:
-    """After SIGTERM: health 503 for healthcheck_interval, running calls finish."""
+    """After SIGTERM: health 503 during healthcheck_interval; calls finish."""
     fn = classic("sleep 1", healthcheck_interval="1")
     results: list[httpx.Response] = []
     call = threading.Thread(

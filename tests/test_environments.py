@@ -14,7 +14,12 @@ import pytest
 from localfaas.environments import BuildError, Environments
 
 
-def make_wheel(folder: Path, name: str, version: str = "1.0", module: str = "") -> Path:
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str = "1.0",
+    module: str = "",
+) -> Path:
     """A pure-Python wheel of one module, installable without an index."""
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / f"{name}-{version}-py3-none-any.whl"
@@ -58,11 +63,11 @@ def run_python(python: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_installs_both_files_and_streams_pip_progress(tmp_path: Path) -> None:
-    """Template then function requirements land in a plain venv; pip's lines stream."""
+    """Both files land in a plain venv, template first; pip's lines stream."""
     alpha = make_wheel(tmp_path / "wheels", "alpha")
     make_wheel(tmp_path / "function", "beta")
     files = requirement_files(
-        tmp_path, f"{alpha}\n", "# the function's own\n./beta-1.0-py3-none-any.whl\n"
+        tmp_path, f"{alpha}\n", "# its own\n./beta-1.0-py3-none-any.whl\n"
     )
     lines: list[str] = []
 
@@ -145,7 +150,8 @@ def test_key_depends_on_the_python(tmp_path: Path) -> None:
     """Another base interpreter gets another environment."""
     files = requirement_files(tmp_path, "waitress\n", "")
     ours = Environments(tmp_path / "state").key(files)
-    system = Environments(tmp_path / "state", python="/usr/bin/python3").key(files)
+    other = Environments(tmp_path / "state", python="/usr/bin/python3")
+    system = other.key(files)
     assert ours != system
 
 

@@ -133,7 +133,11 @@ class ClassicSettings:
 class ClassicWatchdog:
     """WSGI app: fork ``fprocess`` per request, answer with its output."""
 
-    def __init__(self, settings: ClassicSettings, base_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        settings: ClassicSettings,
+        base_env: Mapping[str, str],
+    ) -> None:
         self.settings = settings
         self.base_env = dict(base_env)
         self.accepting = False
@@ -384,7 +388,8 @@ class _Stopper:
 
     def _drain(self) -> None:
         time.sleep(self.settings.drain_wait)
-        log.info("No new connections allowed, draining: %d requests", self.app.inflight)
+        waiting = self.app.inflight
+        log.info("No new connections allowed, draining: %d requests", waiting)
         self.app.wait_idle(self.settings.write_timeout)
         log.info("Exiting. Active connections: %d", self.app.inflight)
         self.drained = True

@@ -71,6 +71,7 @@ _PIP_ENV = {
 _PYTHON_ID = "import sys; print(sys.version); print(sys.base_prefix)"
 
 _INCLUDE = re.compile(r"(?:-r|-c|--requirement|--constraint)[ =]\s*(\S+)")
+_COMMENT = re.compile(r"(^|\s)#.*$")
 _ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2")
 
 
@@ -191,7 +192,8 @@ class Environments:
         target = store / f"{ready.key}-{secrets.token_hex(4)}"
         target.parent.mkdir(parents=True, exist_ok=True)
 
-        log.info("building environment %s for %s", ready.key, _names(requirements))
+        names = _names(requirements)
+        log.info("building environment %s for %s", ready.key, names)
         try:
             self._fill(target, requirements, report)
         except BaseException:
@@ -229,7 +231,7 @@ def _requirement_lines(path: Path) -> list[str]:
         text = path.read_text()
     except FileNotFoundError:
         return []
-    lines = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in text.splitlines())
+    lines = (_COMMENT.sub("", line).strip() for line in text.splitlines())
     return [line for line in lines if line]
 
 
