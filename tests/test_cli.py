@@ -31,6 +31,9 @@ from click.testing import CliRunner, Result
 from conftest import free_port
 from test_client import BASIC, FakeGateway, closed_port, running
 
+from faas_runtime import _webhooks as webhooks
+from faas_runtime._secrets import SecretFile
+from faas_runtime._types import AuthRequest, Headers
 from localfaas import app
 from localfaas.cli import (
     Login,
@@ -664,13 +667,21 @@ class TestSigning:
         expected = hex_hmac(b"slack-secret", f"v0:{stamp}:".encode() + b"hello")
         assert headers["x-slack-signature"] == "v0=" + expected
 
-    @pytest.mark.parametrize("prefix", [None, "svix"])
-    def test_standard_webhooks_and_svix(self, signed: Any, prefix: str | None) -> None:
+    @pytest.mark.parametrize(
+        ("args", "prefix"),
+        [
+            (("--sign", "standard-webhooks"), "webhook"),
+            (("--sign", "standard-webhooks", "--sign-header", "svix"), "svix"),
+            (("--sign", "svix"), "svix"),
+        ],
+    )
+    def test_standard_webhooks_and_svix(
+        self, signed: Any, args: tuple[str, ...], prefix: str
+    ) -> None:
         """``v1,<b64>`` over ``<id>.<ts>.<body>`` with the decoded whsec key."""
-        extra = ("--sign-header", prefix) if prefix else ()
-        headers = signed("--sign", "standard-webhooks", "--key", WHSEC, *extra)
+        headers = signed(*args, "--key", WHSEC)
 
-        name = prefix or "webhook"
+        name = prefix
         content = f"{headers[f'{name}-id']}.{headers[f'{name}-timestamp']}.".encode()
         assert headers[f"{name}-signature"] == "v1," + b64_hmac(
             WHSEC_RAW, content + b"hello"
@@ -680,6 +691,39 @@ class TestSigning:
         """Base64 HMAC-SHA256 of the body in ``X-Shopify-Hmac-SHA256``."""
         headers = signed("--sign", "shopify", "--key", "shp-secret")
         assert headers["x-shopify-hmac-sha256"] == b64_hmac(b"shp-secret", b"hello")
+
+    @pytest.mark.parametrize(
+        ("scheme", "key", "verifier"),
+        [
+            ("github", "gh", lambda f: webhooks.GitHubVerifier(f)),
+            ("hmac", "k", lambda f: webhooks.HmacVerifier(f)),
+            ("stripe", "whsec_s", lambda f: webhooks.StripeVerifier(f)),
+            ("slack", "sl", lambda f: webhooks.SlackVerifier(f)),
+            (
+                "standard-webhooks",
+                WHSEC,
+                lambda f: webhooks.StandardWebhooksVerifier(f),
+            ),
+            (
+                "svix",
+                WHSEC,
+                lambda f: webhooks.StandardWebhooksVerifier(f, header_prefix="svix"),
+            ),
+            ("shopify", "sh", lambda f: webhooks.ShopifyVerifier(f)),
+        ],
+    )
+    def test_the_templates_verifiers_accept_every_scheme(
+        self, signed: Any, tmp_path: Path, scheme: str, key: str, verifier: Any
+    ) -> None:
+        """What --sign sends passes the function runtime's own check."""
+        secret = tmp_path / "secret"
+        secret.write_text(key + "\n")
+
+        headers = signed("--sign", scheme, "--key", key, body=b'{"event": 1}')
+
+        request = AuthRequest("POST", "/", "", Headers(headers), b'{"event": 1}')
+        identity = verifier(SecretFile(secret)).verify(request)
+        assert identity.claims["key_index"] == 0
 
     def test_key_file_first_line_is_the_key(self, signed: Any, project: Path) -> None:
         """A secret file with rotation lines signs with its first key."""

@@ -35,22 +35,28 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
 import yaml
 
 from faas_runtime._settings import duration
-from faas_runtime._webhooks import sign
+from faas_runtime._webhooks import SCHEMES, sign
 from localfaas import __version__
-from localfaas.admin import AdminConfigError, AdminCredentials, is_loopback
+from localfaas.admin import (
+    PASSWORD_FILE,
+    USER_FILE,
+    AdminConfigError,
+    AdminCredentials,
+    is_loopback,
+)
 from localfaas.client import DEFAULT_NAMESPACE, Gateway
 from localfaas.errors import ConfigurationError, LocalfaasError, RequestFailed
 from localfaas.settings import UpOptions
@@ -82,7 +88,8 @@ _INTERRUPTED = 130
 
 _STATE_DIR = ".localfaas"
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_SCHEMES = ("github", "hmac", "stripe", "slack", "standard-webhooks", "shopify")
+# Every webhook scheme the templates verify (faas_runtime auth_scheme).
+_SIGN_SCHEMES = sorted([*SCHEMES, "svix"])
 # DNS-1123 subdomain, the rule faas-cli checks secret names against.
 _SECRET_NAME = re.compile(
     r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -489,8 +496,7 @@ def _credentials_folder(project: Path, environ: Mapping[str, str]) -> Path:
 
 
 def _has_credentials(folder: Path) -> bool:
-    names = ("basic-auth-user", "basic-auth-password")
-    return all((folder / name).is_file() for name in names)
+    return all((folder / name).is_file() for name in (USER_FILE, PASSWORD_FILE))
 
 
 def _is_local(url: str) -> bool:
@@ -542,6 +548,14 @@ def _entry_login(entry: dict[str, Any], path: Path) -> Login:
             hint='log in again with "faas-cli login"',
         )
     return Login(auth=(user, password))
+
+
+def _with_options(command: F, options: Sequence[Callable[[Any], Any]]) -> F:
+    """Apply ``options`` so that help lists them in the order given."""
+    wrapped: Any = command
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return cast(F, wrapped)
 
 
 def _tls_verify(no_verify: bool) -> bool | str:
@@ -596,9 +610,7 @@ def _client_options(*, admin: bool) -> Callable[[F], F]:
                     "-k", "--token", help="Bearer token instead of a password."
                 ),
             ]
-        for option in reversed(options):
-            run = option(run)
-        return run  # type: ignore[return-value]
+        return _with_options(cast(F, run), options)
 
     return decorate
 
@@ -624,7 +636,7 @@ def _client_options(*, admin: bool) -> Callable[[F], F]:
 @click.option(
     "--sign",
     "scheme",
-    type=click.Choice(_SCHEMES, case_sensitive=False),
+    type=click.Choice(_SIGN_SCHEMES, case_sensitive=False),
     help="Sign the body as this webhook sender does.",
 )
 @click.option("--key", help="The signing key.")
@@ -730,8 +742,12 @@ def _signature(
         # Go canonicalises header names: faas-cli's --sign hmac sends Hmac.
         header = "-".join(part.capitalize() for part in header.split("-"))
 
+    signer = scheme
+    if scheme == "svix":
+        # The runtime's svix scheme: Standard Webhooks with svix-* headers.
+        signer, header = "standard-webhooks", "svix"
     try:
-        return sign(scheme, key, body, header=header)
+        return sign(signer, key, body, header=header)
     except ValueError as exc:
         # The signer's messages name the problem, never the key.
         raise ConfigurationError(
@@ -889,9 +905,7 @@ def _secret_source(command: F) -> F:
         ),
         click.option("-n", "--namespace", help="The secret's namespace."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(command, options)
 
 
 @dataclass(frozen=True)
@@ -1069,9 +1083,7 @@ def _plugin_options(command: F) -> F:
             help="Allow listening on an address other than loopback.",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(command, options)
 
 
 def _check_plugin_host(host: str, insecure: bool) -> None:
@@ -1109,8 +1121,8 @@ def _serve_plugin(plugin: Any, host: str, port: int) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of the credential files; default ./.localfaas/credentials.",
 )
-@click.option("--user-filename", envvar="user_filename", default="basic-auth-user")
-@click.option("--pass-filename", envvar="pass_filename", default="basic-auth-password")
+@click.option("--user-filename", envvar="user_filename", default=USER_FILE)
+@click.option("--pass-filename", envvar="pass_filename", default=PASSWORD_FILE)
 @_plugin_options
 def auth_plugin_basic(
     secret_mount_path: Path | None,
