@@ -226,7 +226,12 @@ def _env_true(*names: str) -> Callable[[], bool]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Stack file; default stack.yaml, then stack.yml.",
 )
-@click.option("--port", type=click.IntRange(1, 65535), default=_DEFAULTS.port)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=_DEFAULTS.port,
+    show_default=True,
+)
 @click.option(
     "--host",
     default=_DEFAULTS.host,
@@ -271,7 +276,7 @@ def _env_true(*names: str) -> Callable[[], bool]:
     "--upstream-timeout",
     envvar="upstream_timeout",
     type=_Duration(),
-    default="60s",
+    default=_DEFAULTS.upstream_timeout,
     show_default=True,
     help="Deadline for one call to a function.",
 )
@@ -670,6 +675,9 @@ def invoke(
         raise click.UsageError("--callback-url needs --async")
     key = _signing_key(scheme, key, key_file, sign_header)
     extra = [_header_pair(text) for text in headers]
+    query = [_query_pair(text) for text in queries]
+    # Every flag is checked before stdin is read: on a terminal, reading
+    # waits for the user.
     body = _read_stdin()
 
     if scheme is not None and key is not None:
@@ -683,7 +691,7 @@ def invoke(
         namespace=namespace,
         method=method.upper(),
         content_type=content_type,
-        query=[_query_pair(text) for text in queries],
+        query=query,
         headers=extra,
         asynchronous=asynchronous,
     )
@@ -719,14 +727,18 @@ def _signing_key(
 
     if key_file is None:
         return key
-    # The runtime reads one key per line and signs nothing with the rest
-    # (rotation): the first line is the current key.
-    lines = key_file.read_text(encoding="utf-8").splitlines()
+    # The runtime accepts every line of a secret file as a key, so keys
+    # can rotate; a sender signs with one, the first.
+    try:
+        lines = key_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot read {str(key_file)!r} as text: {exc}"
+        raise click.BadParameter(problem, param_hint="--key-file") from exc
+
     first = next((line.strip() for line in lines if line.strip()), "")
     if not first:
-        raise click.BadParameter(
-            f"{str(key_file)!r} holds no key", param_hint="--key-file"
-        )
+        problem = f"{str(key_file)!r} holds no key"
+        raise click.BadParameter(problem, param_hint="--key-file")
     return first
 
 
