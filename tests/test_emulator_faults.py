@@ -3,7 +3,6 @@ and an emulator killed with async calls still queued."""
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import os
 import signal
@@ -137,9 +136,12 @@ def test_killed_emulator_delivers_every_accepted_call_after_restart(
     before = len(server.calls)  # type: ignore[attr-defined]
     assert before < len(accepted), "the kill came too late to test anything"
 
-    _kill_orphans(project)
+    orphans = _processes_under(project)
+    assert orphans, "SIGKILL leaves the function processes running"
     second = start(project, cache, port=free_port())
     try:
+        # The new emulator reaped what the killed one left behind.
+        assert not [pid for pid in orphans if _alive(pid)]
         deadline = time.monotonic() + 60
         while len({c for c, _ in server.calls}) < len(accepted):  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, server.calls  # type: ignore[attr-defined]
@@ -158,19 +160,14 @@ def test_killed_emulator_delivers_every_accepted_call_after_restart(
         server.shutdown()
 
 
-def _kill_orphans(project: Path) -> None:
-    """Function processes of a SIGKILLed emulator, found by their folder."""
+def _processes_under(project: Path) -> list[int]:
+    """Processes whose working folder is in the project's state folder."""
     marker = str(project / ".localfaas")
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cwd").resolve()
-        except OSError:
-            continue
-        if str(cmdline).startswith(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+    return [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and _cwd(p).startswith(marker)
+    ]
 
 
 def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
@@ -179,12 +176,17 @@ def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
     emulator: Emulator = start(project, cache)
     assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
     assert emulator.stop(signal.SIGINT) == 0
-    marker = str(project / ".localfaas")
-    alive = [
-        p for p in os.listdir("/proc") if p.isdigit() and _cwd(p).startswith(marker)
-    ]
-    assert alive == []
+    assert _processes_under(project) == []
     assert "every function process has exited" in emulator.output()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for an init that may never reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _cwd(pid: str) -> str:

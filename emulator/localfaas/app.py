@@ -189,7 +189,7 @@ def _watching(
         say(f"[{name}] changed ({len(changed)} file(s)): reloading")
         try:
             supervisor.reload(name, handler, lambda line: say(f"[{name}] {line}"))
-        except SupervisorError as exc:
+        except (SupervisorError, MissingSecrets) as exc:
             say(f"[{name}] reload failed, the previous version keeps serving:")
             say(_describe(exc))
             return

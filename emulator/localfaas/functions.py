@@ -158,6 +158,9 @@ class Functions:
         return self.metrics.invocations(f"{name}.{DEFAULT_NAMESPACE}")
 
     def logs(self, name: str, since: datetime | None, tail: int) -> list[LogLine]:
+        # faas-netes reads tail <= 0 as "every line"; the supervisor's 0 is
+        # "none".
+        tail = -1 if tail <= 0 else tail
         try:
             return self.supervisor.logs(name, since, tail)
         except FunctionNotFound:
@@ -166,6 +169,7 @@ class Functions:
     def follow(
         self, name: str, since: datetime | None, tail: int
     ) -> queue.Queue[LogLine | None] | None:
+        tail = -1 if tail <= 0 else tail
         try:
             return self.supervisor.subscribe(name, since, tail)
         except FunctionNotFound:

@@ -284,6 +284,8 @@ class Supervisor:
         self._numbers: dict[str, int] = {}
         self._deploying: dict[str, threading.Lock] = {}
         self._closed = threading.Event()
+        self._pids = _PidRecord(self.state_dir / "pids")
+        self._pids.reap()
         self._monitor = threading.Thread(
             target=self._watch, name="supervisor-monitor", daemon=True
         )
@@ -609,7 +611,8 @@ class Supervisor:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        run = _Run(process, port)
+        self._pids.remember(process.pid)
+        run = _Run(process, port, self._pids)
         run.readers = [
             _reader(process.stdout, run, version.logs, replica.instance, False),
             _reader(process.stderr, run, version.logs, replica.instance, True),
@@ -863,12 +866,60 @@ class Supervisor:
             yield
 
 
+class _PidRecord:
+    """The function processes of this state folder, as files named by pid.
+
+    Each file holds the process's start time (``/proc/<pid>/stat`` field 22),
+    so a pid reused by an unrelated process is never mistaken for ours. An
+    emulator killed with SIGKILL cannot stop its functions; the next one on
+    the same state folder reaps them before it starts its own.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def remember(self, pid: int) -> None:
+        started = _start_time(pid)
+        if started is None:
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.folder / str(pid)).write_text(started)
+
+    def forget(self, pid: int) -> None:
+        (self.folder / str(pid)).unlink(missing_ok=True)
+
+    def reap(self) -> None:
+        if not self.folder.is_dir():
+            return
+        for entry in self.folder.iterdir():
+            pid = int(entry.name) if entry.name.isdigit() else 0
+            if pid and _start_time(pid) == entry.read_text():
+                log.warning("stopping pid %d left by a killed emulator", pid)
+                _send(pid, signal.SIGKILL, group=True)
+            entry.unlink(missing_ok=True)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, field 2, may hold spaces: count after its ")".
+    return stat.rpartition(")")[2].split()[19]
+
+
 class _Run:
     """One process of a replica, from its start to its exit."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        record: _PidRecord | None = None,
+    ) -> None:
         self.process = process
         self.port = port
+        self.record = record
         self.started = time.monotonic()
         self.healthy = threading.Event()
         self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
@@ -907,6 +958,8 @@ class _Run:
             if self.returncode is None:
                 _send(self.process.pid, signal.SIGKILL, group=True)
                 self.returncode = self.process.wait()
+                if self.record is not None:
+                    self.record.forget(self.process.pid)
             return self.returncode
 
     def join_readers(self, timeout: float = 1.0) -> None:

@@ -9,7 +9,6 @@ exits at once.
 
 from __future__ import annotations
 
-import _thread
 import logging
 import os
 import signal
@@ -126,7 +125,9 @@ class _Stopper:
                 self.settings.write_timeout,
             )
         self.drained = True
-        _thread.interrupt_main()
+        # A real signal wakes waitress's select() at once, where
+        # interrupt_main() would wait for its next timeout (up to 1 s).
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def write_lock(self) -> None:
         if self.lock is None:
