@@ -1,9 +1,10 @@
 """``localfaas up``: load the stack, start every part, serve until Ctrl-C.
 
-The parts, in the order a request meets them: the HTTP server (waitress,
-behind a TLS relay with ``--tls``), the gateway's router, the admin auth in
-front of ``/system/``, the proxy and the async queue in front of the
-functions, and the supervisor that runs each function as local processes.
+The parts, in the order a request meets them: the HTTP server (uvicorn,
+which proxies ``/function/`` calls on its event loop and hands the rest to
+the gateway's router in threads), the admin auth in front of ``/system/``,
+the proxy and the async queue in front of the functions, and the
+supervisor that runs each function as local processes.
 Everything started here is stopped here, in reverse order, so Ctrl-C leaves
 no process behind.
 """
@@ -15,36 +16,35 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
-
-import waitress
 
 from . import __version__
 from .admin import AdminCredentials, admin_middleware, is_loopback
 from .deployments import RequestError
 from .environments import Environments
-from .errors import ConfigurationError, DeployFailed
+from .errors import DeployFailed
+from .fastpath import FastPath, GatewayServer
 from .functions import Functions, request_of, sources_of
 from .gateway import SERVED_BY, Gateway
 from .metrics import GatewayMetrics
-from .proxy import Proxy
+from .proxy import Address, Proxy, UnknownFunction
 from .queue import AsyncQueue
 from .secrets import MissingSecrets, SecretStore
 from .settings import UpOptions
 from .stack import Stack, find_stack_file, load_stack
-from .supervisor import LogLine, Supervisor, SupervisorError
+from .supervisor import (
+    FunctionNotFound,
+    LogLine,
+    NoReplicas,
+    Supervisor,
+    SupervisorError,
+)
 from .system import SystemAPI
 from .watcher import Watcher
 
 log = logging.getLogger("localfaas")
-
-
-class _Server(Protocol):
-    def run(self) -> None: ...
 
 
 def cache_dir() -> Path:
@@ -137,6 +137,7 @@ def _gateway(
         functions.metrics,
         timeout=options.upstream_timeout,
         served_by=SERVED_BY,
+        locate=_ready_replica(functions.supervisor),
     )
     return Gateway(proxy=proxy, system=system, metrics=functions.metrics)
 
@@ -203,43 +204,44 @@ def _watching(
         watcher.stop()
 
 
-def _server(options: UpOptions, gateway: Gateway, state: Path) -> Any:
-    adjustments: dict[str, Any] = {
-        "threads": options.threads,
-        "channel_timeout": options.write_timeout,
-        "ident": "",
-        "clear_untrusted_proxy_headers": False,
-    }
+def _ready_replica(supervisor: Supervisor) -> Callable[[str], Address | None]:
+    """The proxy's lookup that never waits: a ready replica, or None."""
+
+    def locate(name: str) -> Address | None:
+        try:
+            return supervisor.endpoint(name, timeout=0.0)
+        except FunctionNotFound as exc:
+            raise UnknownFunction(name) from exc
+        except NoReplicas:
+            return None
+
+    return locate
+
+
+def _server(options: UpOptions, gateway: Gateway, state: Path) -> GatewayServer:
+    tls = None
     if options.tls:
-        from .tls import default_tls_dir, ensure_certificates, serve_tls
+        from .tls import default_tls_dir, ensure_certificates
 
-        files = ensure_certificates(default_tls_dir(), [options.host])
-        say(f"TLS: clients should trust the local CA at {files.ca}")
-        return serve_tls(
-            gateway,
-            options.host,
-            options.port,
-            files,
-            adjustments.pop("threads"),
-            **adjustments,
-        )
-    try:
-        return waitress.create_server(
-            gateway, host=options.host, port=options.port, **adjustments
-        )
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot listen on {options.host}:{options.port}: {exc.strerror}",
-            hint="choose another port with --port, or stop what uses it",
-        ) from exc
+        tls = ensure_certificates(default_tls_dir(), [options.host])
+        say(f"TLS: clients should trust the local CA at {tls.ca}")
+    return GatewayServer(
+        FastPath(gateway, threads=options.threads),
+        options.host,
+        options.port,
+        tls=tls,
+        idle_timeout=options.write_timeout,
+    )
 
 
-def _serve(server: Any) -> None:
+def _serve(server: GatewayServer) -> None:
     """Run until Ctrl-C or SIGTERM; both end in the same clean stop."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # uvicorn takes both signals while it runs, drains, then raises the
+    # signal again for this handler (SIGTERM) or Python's (SIGINT).
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         server.run()
@@ -247,10 +249,6 @@ def _serve(server: Any) -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        close = getattr(server, "close", None) or getattr(server, "stop", None)
-        if close is not None and threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(Exception):
-                close()
     say("stopping: draining functions")
 
 

@@ -4,6 +4,9 @@
 ``/system/`` to the admin API behind its auth, ``/healthz`` and ``/metrics``
 answer here. Names in routes must match ``[-a-zA-Z_0-9.]+`` and anything
 else is the router's plain 404 (gateway-contract.md §4, §12).
+
+The server runs the proxy on its event loop itself (``fastpath``); here
+it is reached through an ASGI bridge, which is how queued calls go.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ from __future__ import annotations
 import http.client
 import io
 import posixpath
-import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+
+from a2wsgi import ASGIMiddleware
 
 from . import __version__
-from .deployments import DEFAULT_NAMESPACE
 from .metrics import CONTENT_TYPE, GatewayMetrics
-from .proxy import Proxy, split_target
+from .proxy import NAME, Proxy, target_of
 from .queue import (
     AsyncQueue,
     BodyTooLarge,
@@ -35,7 +38,6 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Any]
 
 SERVED_BY = f"localfaas/{__version__}"
-_NAME = re.compile(r"^[-a-zA-Z_0-9.]+$")
 _NOT_FOUND = b"404 page not found\n"
 # What the queue worker sends as, like OpenFaaS's NATS queue worker.
 QUEUE_USER_AGENT = "openfaas-ce/nats-queue-worker"
@@ -56,15 +58,18 @@ class Gateway:
         self.system = system
         self.metrics = metrics
         self.queue = queue
+        # The bridge runs the proxy on an event loop of its own, in a
+        # thread; WSGI callers wait for it.
+        self._calls = ASGIMiddleware(cast(Any, proxy))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
         path = environ.get("PATH_INFO") or "/"
-        clean = _clean(path)
+        clean = canonical(path)
         if clean != path:
             return _redirect(start_response, clean, environ.get("QUERY_STRING", ""))
 
         if path.startswith("/function/"):
-            return self._invoke(environ, start_response, path[len("/function/") :])
+            return self._invoke(environ, start_response, path)
         if path.startswith("/async-function/"):
             rest = path[len("/async-function/") :]
             return self._enqueue(environ, start_response, rest)
@@ -85,7 +90,9 @@ class Gateway:
         environ = _environ_for(call, path)
         captured: list[Any] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
             captured[:] = [int(status.split(" ", 1)[0]), headers]
 
         started = time.perf_counter()
@@ -104,19 +111,17 @@ class Gateway:
         )
 
     def _invoke(
-        self, environ: Environ, start_response: StartResponse, rest: str
+        self, environ: Environ, start_response: StartResponse, path: str
     ) -> Any:
-        segment, slash, tail = rest.partition("/")
-        if not segment or not _NAME.match(segment):
+        if target_of(path) is None:
             return _plain_404(start_response)
-        target = split_target(segment, slash + tail, DEFAULT_NAMESPACE)
-        return self.proxy(environ, start_response, target)
+        return self._calls(cast(Any, environ), start_response)
 
     def _enqueue(
         self, environ: Environ, start_response: StartResponse, rest: str
     ) -> Any:
         segment, slash, tail = rest.partition("/")
-        if not segment or not _NAME.match(segment):
+        if not NAME.fullmatch(segment):
             return _plain_404(start_response)
         if self.queue is None:
             return _plain_404(start_response)
@@ -168,8 +173,9 @@ class Gateway:
         return _reply(start_response, 200, b"", [])
 
 
-def _clean(path: str) -> str:
-    # Go's router redirects //, /./ and /../ to the cleaned path (§4).
+def canonical(path: str) -> str:
+    """``path`` cleaned as Go's router does before it redirects (§4)."""
+    # //, /./ and /../ are redirected to the cleaned path, with 301.
     if "//" not in path and "/." not in path:
         return path
     clean = posixpath.normpath(path)
@@ -209,7 +215,10 @@ def _environ_for(call: QueuedCall, path: str) -> Environ:
         "QUERY_STRING": call.query,
         "REMOTE_ADDR": "127.0.0.1",
         "REMOTE_PORT": "0",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "0",
         "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
         "wsgi.input": io.BytesIO(call.body),
         "CONTENT_LENGTH": str(len(call.body)),
     }

@@ -1,0 +1,138 @@
+"""The gateway on uvicorn: function calls on the event loop, the rest in threads.
+
+waitress costs about 200 µs of CPU per request, as much as the function
+behind the gateway, on machines where the gateway, the function and the
+client share two cores (shared/reference/performance.md). So the gateway
+is served by uvicorn, with uvloop and httptools, and ``/function/`` calls
+are proxied on its event loop without a thread hop. Everything else the
+gateway answers (``/system/``, ``/async-function/``, ``/healthz``,
+``/metrics``, redirects, the router's 404s) stays the WSGI
+:class:`~localfaas.gateway.Gateway`, run in a thread pool by a2wsgi, so
+there is one router and a blocking admin call never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import ssl
+from typing import Any, cast
+
+import uvicorn
+from a2wsgi import WSGIMiddleware
+
+from .errors import ConfigurationError
+from .gateway import Gateway, canonical
+from .proxy import PREFIX, Receive, Scope, Send, target_of
+from .tls import TlsFiles
+
+# On Ctrl-C, calls under way get this long to finish before they are cut.
+_DRAIN_SECONDS = 5
+_BACKLOG = 2048
+
+
+class FastPath:
+    """The gateway as one ASGI app: calls proxied here, the rest by WSGI."""
+
+    def __init__(self, gateway: Gateway, *, threads: int) -> None:
+        self.proxy = gateway.proxy
+        self.router = WSGIMiddleware(cast(Any, gateway), workers=threads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request: a well-formed call natively, else the router."""
+        path = scope["path"]
+        if scope["type"] == "http" and path.startswith(PREFIX):
+            target = target_of(path) if canonical(path) == path else None
+            if target is not None:
+                await self.proxy.forward(
+                    scope, receive, send, target, server_dates=True
+                )
+                return
+        await self.router(cast(Any, scope), cast(Any, receive), cast(Any, send))
+
+
+class GatewayServer:
+    """uvicorn serving an ASGI app on a socket bound when it is made.
+
+    Binding up front makes a busy port a ConfigurationError before the
+    banner, where uvicorn would exit the process. :meth:`run` blocks until
+    :meth:`stop`, Ctrl-C or SIGTERM; after a signal it raises it again
+    for the caller's handler, so ``KeyboardInterrupt`` ends a Ctrl-C.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        tls: TlsFiles | None = None,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.socket = _listen(host, port)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            access_log=False,
+            log_level="warning",
+            # Handlers are the entry point's business (STYLE.md §7).
+            log_config=None,
+            # X-Forwarded-* from clients are passed to functions, never
+            # taken as the client's address.
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=max(1, round(idle_timeout)),
+            timeout_graceful_shutdown=_DRAIN_SECONDS,
+            backlog=_BACKLOG,
+            ssl_certfile=tls.cert if tls else None,
+            ssl_keyfile=tls.key if tls else None,
+        )
+        _load(config, tls)
+        self.server = uvicorn.Server(config)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one picked, if 0 was asked for)."""
+        return int(self.socket.getsockname()[1])
+
+    def run(self) -> None:
+        """Serve until stopped."""
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after a short drain; any thread."""
+        self.server.should_exit = True
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=_BACKLOG)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="choose another port with --port, or stop what uses it",
+        ) from exc
+
+
+def _load(config: uvicorn.Config, tls: TlsFiles | None) -> None:
+    # Loading makes the TLS context; broken files fail here, in one line.
+    try:
+        config.load()
+    except (OSError, ssl.SSLError) as exc:
+        if tls is None:
+            raise
+        raise ConfigurationError(
+            f"cannot load the TLS certificate {str(tls.cert)!r} and key"
+            f" {str(tls.key)!r} ({exc})",
+            hint="remove them; localfaas makes new ones on the next start",
+        ) from exc
