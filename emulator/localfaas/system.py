@@ -18,6 +18,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -87,6 +88,7 @@ class SystemAPI:
                 "DELETE": self.delete,
             },
             "/system/info": {"GET": self.info},
+            "/system/openapi.yaml": {"GET": self.openapi},
             "/system/secrets": {
                 "GET": self.list_secrets,
                 "POST": self.create_secret,
@@ -262,6 +264,19 @@ class SystemAPI:
                 "arch": _arch(),
             },
         )
+
+    def openapi(
+        self, environ: Environ, start_response: StartResponse, query: dict[str, str]
+    ) -> list[bytes]:
+        """This API's OpenAPI document, shipped as package data."""
+        document = resources.files("localfaas").joinpath("openapi.yaml")
+        body = document.read_bytes()
+        # application/yaml is the type RFC 9512 registers for YAML.
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/yaml"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
 
     def namespaces(
         self, environ: Environ, start_response: StartResponse, query: dict[str, str]

@@ -1,0 +1,286 @@
+"""The emulator's OpenAPI document, checked against a real ``localfaas up``.
+
+schemathesis reads the document the emulator serves at
+``/system/openapi.yaml``, generates requests for every operation (valid and
+invalid ones) and checks each answer: its status code, content type,
+headers and body must be ones the document declares, and an operation that
+needs the admin login must refuse requests without it. A 5xx is a failure
+unless the document declares it for that operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+import schemathesis
+import yaml
+from emulator_support import Emulator, make_project, start
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import CheckContext, GenerationMode, Response
+from schemathesis.generation.case import Case as GeneratedCase
+from schemathesis.schemas import APIOperation, BaseSchema
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from localfaas.queue import InvalidCallbackUrl, validate_callback_url
+
+Case = GeneratedCase[Any]
+Operation = APIOperation[Any, Any, Any, Any]
+
+DOCUMENT = Path(__file__).parents[1] / "emulator/localfaas/openapi.yaml"
+
+# Commands the generated deployments may run. A deployed envProcess runs
+# whenever its function is called, and generated calls do reach generated
+# functions, so generated commands are never run.
+SAFE_COMMANDS = ("cat", "env", "wc -c")
+FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "host", "connection", "expect", "te"}
+    | {"trailer", "upgrade", "keep-alive", "proxy-connection"}
+)
+
+
+@pytest.fixture(autouse=True)
+def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
+    """Skip ``long`` tests unless ``-m`` selects them."""
+    asked = "long" in (request.config.option.markexpr or "")
+    if request.node.get_closest_marker("long") and not asked:
+        pytest.skip("the long suite runs with: pytest -m long")
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One environment cache for the emulators of the session."""
+    return tmp_path_factory.mktemp("openapi-cache")
+
+
+@pytest.fixture(scope="module")
+def emulator(
+    tmp_path_factory: pytest.TempPathFactory, cache: Path
+) -> Iterator[Emulator]:
+    """A real emulator serving the echo and HMAC-signed stack."""
+    running = start(make_project(tmp_path_factory.mktemp("project")), cache)
+    yield running
+    running.stop()
+
+
+def operations() -> list[tuple[str, str]]:
+    """Each (method, path) of the shipped document, for parametrizing."""
+    paths = yaml.safe_load(DOCUMENT.read_text())["paths"]
+    return [
+        (method.upper(), path)
+        for path, item in paths.items()
+        for method in item
+        if method != "parameters"
+    ]
+
+
+@pytest.fixture(scope="module")
+def api(emulator: Emulator) -> BaseSchema:
+    """The document as the emulator serves it."""
+    config = schemathesis.Config.from_dict(
+        {"base-url": emulator.url, "request-timeout": 30}
+    )
+    url = f"{emulator.url}/system/openapi.yaml"
+    return schemathesis.openapi.from_url(url, config=config, auth=emulator.auth)
+
+
+def no_undeclared_server_error(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """A 5xx must be one the document declares for the operation."""
+    declared = case.operation.responses.status_codes
+    status = response.status_code
+    if status < 500 or str(status) in declared or "default" in declared:
+        return None
+    raise AssertionError(
+        f"{case.operation.label} answered {status}, which the document does "
+        f"not declare: {response.text[:200]!r}"
+    )
+
+
+def ndjson_lines_conform(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """Each line of an NDJSON answer matches the declared line schema."""
+    content_type = response.headers.get("content-type", [""])[0]
+    if not content_type.startswith("application/x-ndjson"):
+        return None
+
+    document = case.operation.schema.raw_schema
+    declared = case.operation.definition.raw["responses"]["200"]
+    line_schema = declared["content"]["application/x-ndjson"]["schema"]
+    validator = jsonschema_rs.validator_for(
+        {**line_schema, "components": document["components"]},
+        validate_formats=True,
+    )
+    for line in response.content.splitlines():
+        validator.validate(json.loads(line))
+    return None
+
+
+CHECKS = [
+    no_undeclared_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    ndjson_lines_conform,
+    ignored_auth,
+]
+
+
+def make_safe(case: Case, emulator: Emulator) -> None:
+    """Keep generated requests from running commands or calling out.
+
+    A deployed envProcess runs for each call to the function, so it is
+    replaced by a harmless command. A callback URL that would be called is
+    pointed at the emulator itself (its /healthz answers 405, which ends the
+    callback). A followed log stream lasts the gateway's write timeout
+    (60 s), so logs are read without following; test_emulator covers it.
+    """
+    body = case.body
+    if case.operation.path == "/system/functions" and isinstance(body, dict):
+        command = body.get("envProcess")
+        if isinstance(command, str) and command:
+            body["envProcess"] = SAFE_COMMANDS[len(command) % len(SAFE_COMMANDS)]
+
+    # Framing headers belong to HTTP, not to this API: a generated
+    # Transfer-Encoding gets the server's 400 before any route is chosen
+    # (RFC 9112 §6.1), which no operation could document.
+    for name in FRAMING_HEADERS & {name.lower() for name in case.headers}:
+        del case.headers[name]
+
+    callback = case.headers.get("X-Callback-Url")
+    if isinstance(callback, str) and callback and calls_out(callback):
+        case.headers["X-Callback-Url"] = f"{emulator.url}/healthz"
+
+    follow = case.query.get("follow")
+    if isinstance(follow, str) and follow.lower() in ("true", "1"):
+        case.query["follow"] = "false"
+
+
+def calls_out(url: str) -> bool:
+    """Whether the queue would POST an async call's answer to ``url``."""
+    try:
+        validate_callback_url(url)
+    except InvalidCallbackUrl:
+        return False
+    return True
+
+
+def cases(operation: Operation) -> st.SearchStrategy[Case]:
+    """The document's examples, then valid and invalid requests."""
+    strategies = [
+        *operation.get_strategies_from_examples(),
+        operation.as_strategy(GenerationMode.POSITIVE),
+    ]
+    # Some operations have nothing that can be made invalid.
+    with contextlib.suppress(Exception):
+        strategies.append(operation.as_strategy(GenerationMode.NEGATIVE))
+    return st.one_of(strategies)
+
+
+def check_operation(
+    api: BaseSchema, emulator: Emulator, method: str, path: str, examples: int
+) -> None:
+    """Send ``examples`` generated requests to one operation; check each."""
+    operation = api[path][method]
+    # The login goes only where the document asks for it, so ignored_auth
+    # can see that /system/ refuses requests without it.
+    auth = emulator.auth if path.startswith("/system/") else None
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=cases(operation))
+    def run(case: Case) -> None:
+        make_safe(case, emulator)
+        case.call_and_validate(checks=CHECKS, auth=auth)
+
+    run()
+
+
+@pytest.mark.parametrize(("method", "path"), operations())
+def test_operation_answers_as_documented(
+    api: BaseSchema, emulator: Emulator, method: str, path: str
+) -> None:
+    """Each operation answers only as the document says it does."""
+    check_operation(api, emulator, method, path, examples=6)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(("method", "path"), operations())
+def test_operation_answers_as_documented_at_length(
+    api: BaseSchema, emulator: Emulator, method: str, path: str
+) -> None:
+    """The same checks over many more requests per operation."""
+    check_operation(api, emulator, method, path, examples=200)
+
+
+class TestDocument:
+    """The document itself, as shipped and as served."""
+
+    def test_served_document_is_the_shipped_file(self, emulator: Emulator) -> None:
+        """GET /system/openapi.yaml returns the package's file, as YAML."""
+        response = httpx.get(f"{emulator.url}/system/openapi.yaml", auth=emulator.auth)
+
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/yaml"
+        assert response.content == DOCUMENT.read_bytes()
+
+    def test_document_needs_the_admin_login(self, emulator: Emulator) -> None:
+        """Like every /system/ route, the document is behind the admin auth."""
+        response = httpx.get(f"{emulator.url}/system/openapi.yaml")
+
+        assert response.status_code == 401
+        assert response.text == "invalid credentials"
+
+    def test_every_route_of_the_emulator_is_documented(self) -> None:
+        """The paths and methods the gateway and admin API route are all there."""
+        paths = yaml.safe_load(DOCUMENT.read_text())["paths"]
+        methods = {path: set(item) - {"parameters"} for path, item in paths.items()}
+
+        crud = {"get", "post", "put", "delete"}
+        assert methods == {
+            "/system/functions": crud,
+            "/system/function/{name}": {"get"},
+            "/system/scale-function/{name}": {"post"},
+            "/system/info": {"get"},
+            "/system/openapi.yaml": {"get"},
+            "/system/secrets": crud,
+            "/system/logs": {"get"},
+            "/system/namespaces": {"get"},
+            "/system/namespace/{ns}": crud,
+            "/function/{name}": crud | {"patch"},
+            "/async-function/{name}": {"post"},
+            "/healthz": {"get"},
+            "/metrics": {"get"},
+        }
+
+    def test_only_system_routes_need_the_login(self) -> None:
+        """Basic auth is required under /system/ and nowhere else."""
+        document = yaml.safe_load(DOCUMENT.read_text())
+        default = document["security"]
+
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                if method == "parameters":
+                    continue
+                security = operation.get("security", default)
+                assert (security == [{"admin": []}]) == path.startswith("/system/")
