@@ -1,0 +1,1086 @@
+"""The provider half of ``localfaas up --docker``: functions as containers.
+
+faasd runs each replica of a function as a container; so does
+:class:`ContainerSupervisor`, on the local Docker engine through the docker
+SDK. It has the process :class:`~localfaas.supervisor.Supervisor`'s API and
+errors, so the gateway cannot tell the two apart, and keeps the same
+provider guarantees:
+
+* a deploy of a stack function lays out ``builds/<name>/<version>/`` as
+  ``faas-cli build`` does (tooling.md §3.2) and builds it, tagged as the
+  deployment's image; a deploy of a bare image runs the local image, or
+  pulls it first;
+* a replica is a container ``localfaas-<fn>-<n>`` and counts once
+  ``/_/health`` answers 200 (§4.1); an update is rolling: the new
+  containers are healthy before the gateway switches, and the old ones get
+  SIGTERM after a grace, so they drain;
+* a container that exits is started again with backoff, as a kubelet does;
+* only the declared secrets are bind-mounted, read-only, at
+  ``/var/openfaas/secrets``, as faasd mounts them;
+* every line a container prints is kept for ``/system/logs`` (§8.9).
+
+Networking: on an engine with a ``bridge`` network each container publishes
+8080 on a random 127.0.0.1 port. An engine without one (scripts/docker-engine
+runs dockerd with ``--bridge=none``) gives containers the host's network,
+and each listens on its own free loopback port, which its ``port`` names.
+
+Each container is labelled ``com.localfaas.owner=<state dir>``:
+:meth:`ContainerSupervisor.stop_all` removes them all, and a new supervisor
+on the same state dir removes what a killed run left behind.
+
+Errors are the process supervisor's (``FunctionNotFound``, ``NoReplicas``,
+``DeployError``, and ``MissingSecrets`` from the secret store); building
+the supervisor raises ``EngineUnavailable`` when no engine answers or this
+user may not use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import docker.errors
+
+from .builder import Progress, build, connect, image_problem, network_mode
+from .errors import LocalfaasError
+from .stack import FunctionSpec, function_name_problem
+
+# The process supervisor's log keeping, replica counting and build layout
+# are the provider's behaviour, not the processes': they are shared, not
+# copied.
+from .supervisor import (
+    _BACKOFF_FIRST,
+    _BACKOFF_MAX,
+    _DRAIN_MARGIN,
+    _STABLE_AFTER,
+    DeployError,
+    Deployment,
+    FunctionNotFound,
+    FunctionState,
+    LogLine,
+    LogQueue,
+    LogSink,
+    NoReplicas,
+    SecretSource,
+    SupervisorError,
+    _check,
+    _clamp,
+    _copy_sources,
+    _drain_limit,
+    _free_port,
+    _healthy,
+    _Logs,
+)
+
+__all__ = [
+    "FUNCTION_LABEL",
+    "OWNER_LABEL",
+    "PYTHON_IMAGE_VARIABLE",
+    "SECRETS_TARGET",
+    "ContainerSupervisor",
+    "python_image_args",
+]
+
+log = logging.getLogger("localfaas.containers")
+
+FUNCTION_LABEL = "com.openfaas.function"
+OWNER_LABEL = "com.localfaas.owner"
+VERSION_LABEL = "com.localfaas.version"
+SECRETS_TARGET = "/var/openfaas/secrets"
+
+# Names a base image for the templates' ``ARG PYTHON_IMAGE`` (where nothing
+# can be pulled, scripts/base-image builds one).
+PYTHON_IMAGE_VARIABLE = "LOCALFAAS_PYTHON_IMAGE"
+
+_LOOPBACK = "127.0.0.1"
+_HEALTH_PATH = "/_/health"
+# The platform always dials 8080 inside a function's network (§4.1).
+_CONTAINER_PORT = "8080"
+_STOPPED = "the supervisor is stopped: start a new one"
+_TAIL_LINES = 30
+_MAX_LINE = 64 * 1024
+_POLL = 0.5
+# Creating a container copies its image on the vfs driver: seconds each.
+_KEEPER_EXIT = 60.0
+_DIGEST = "sha256:"
+
+
+def python_image_args(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``PYTHON_IMAGE`` build argument ``LOCALFAAS_PYTHON_IMAGE`` asks for."""
+    image = environ.get(PYTHON_IMAGE_VARIABLE, "").strip()
+    return {"PYTHON_IMAGE": image} if image else {}
+
+
+class ContainerSupervisor:
+    """Deploys, scales, restarts and stops functions as Docker containers.
+
+    Thread-safe. ``log_sink`` is called from one reader thread per
+    container, so it must be thread-safe too. ``client`` defaults to the
+    engine at ``DOCKER_HOST`` (closed by :meth:`stop_all`); ``build_args``
+    to :func:`python_image_args` of the environment.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        secrets: SecretSource | None = None,
+        log_sink: LogSink | None = None,
+        client: Any = None,
+        build_args: Mapping[str, str] | None = None,
+        health_timeout: float = 60.0,
+        retire_grace: float = 1.0,
+        log_lines: int = 2000,
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.health_timeout = health_timeout
+        self.retire_grace = retire_grace
+        if build_args is None:
+            build_args = python_image_args(os.environ)
+        self.build_args = dict(build_args)
+        self._own_client = client is None
+        self.client = connect() if client is None else client
+        # None: a bridge exists and ports are published; else "host".
+        self._network = network_mode(self.client)
+        self._secrets = secrets
+        self._sink = log_sink
+        self._log_lines = log_lines
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._functions: dict[str, _Function] = {}
+        self._logs: dict[str, _Logs] = {}
+        self._replicas: set[_Replica] = set()
+        self._disposers: list[threading.Thread] = []
+        self._numbers: dict[str, int] = {}
+        self._serials: dict[str, int] = {}
+        self._deploying: dict[str, threading.Lock] = {}
+        self._closed = threading.Event()
+        self._remove_leftovers()
+        shutil.rmtree(self._mounts, ignore_errors=True)
+
+    def __enter__(self) -> ContainerSupervisor:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+    def deploy(
+        self, deployment: Deployment, progress: Progress | None = None
+    ) -> FunctionState:
+        """Start ``deployment``; if it already runs, roll it over to this one.
+
+        Returns once the new containers are healthy and serving. On failure
+        the previous version, if any, keeps serving and nothing of the new
+        one is left running. ``progress`` gets the image build's lines.
+        """
+        _check_deployment(deployment)
+        with self._deploying_lock(deployment.name):
+            version = self._prepare(deployment, progress)
+            try:
+                self._start(version, self._initial_count(deployment))
+                self._switch(version)
+            except BaseException:
+                self._discard(version)
+                raise
+        return self.status(deployment.name)
+
+    def reload(
+        self, name: str, handler_dir: Path, progress: Progress | None = None
+    ) -> FunctionState:
+        """Rebuild ``name`` from ``handler_dir`` and swap its containers.
+
+        Raises ``DeployError`` (e.g. the failed build step) and leaves the
+        old containers serving.
+        """
+        deployment = self.status(name).deployment
+        return self.deploy(replace(deployment, handler_dir=handler_dir), progress)
+
+    def remove(self, name: str) -> None:
+        """Stop serving ``name``; its containers drain and are removed."""
+        with self._deploying_lock(name), self._changed:
+            function = self._functions.pop(name, None)
+            if function is None:
+                raise FunctionNotFound(name)
+            self._retire(function.version.replicas, grace=0.0)
+            logs = self._logs.pop(name)
+            self._changed.notify_all()
+        logs.close()
+        log.info("function %s removed", name)
+
+    def scale(self, name: str, replicas: int) -> int:
+        """Set the replica count of ``name``; return the count applied.
+
+        0 scales to zero. Other counts are kept within the function's
+        ``com.openfaas.scale.min`` (default 1) and ``com.openfaas.scale.max``
+        (default 5) labels.
+        """
+        if replicas < 0:
+            raise ValueError(f"replicas must be 0 or more, not {replicas}")
+        with self._changed:
+            function = self._get(name)
+            target = _clamp(function.version.deployment.labels, replicas)
+            self._resize(function, target)
+        log.info("function %s scaled to %d", name, target)
+        return target
+
+    def endpoint(self, name: str, timeout: float = 30.0) -> tuple[str, int]:
+        """Where to send the next request for ``name``: round robin.
+
+        A function scaled to zero is started first, as the gateway's
+        scale-from-zero does. Raises ``FunctionNotFound``, or
+        ``NoReplicas`` after ``timeout`` seconds without a ready container.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                function = self._get(name)
+                ports = function.ready_ports()
+                if ports:
+                    function.turn += 1
+                    return _LOOPBACK, ports[function.turn % len(ports)]
+
+                if function.desired == 0:
+                    log.info("function %s scaling up from zero", name)
+                    labels = function.version.deployment.labels
+                    self._resize(function, _clamp(labels, 1))
+
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NoReplicas(name, timeout)
+                self._changed.wait(min(remaining, _POLL))
+
+    def status(self, name: str) -> FunctionState:
+        """Desired and ready replicas of ``name``, and what it runs."""
+        with self._lock:
+            function = self._get(name)
+            return FunctionState(
+                name=name,
+                deployment=function.version.deployment,
+                replicas=function.desired,
+                available_replicas=len(function.ready_ports()),
+                created_at=function.created_at,
+                version=function.version.number,
+            )
+
+    def names(self) -> list[str]:
+        """The deployed functions, sorted."""
+        with self._lock:
+            return sorted(self._functions)
+
+    def logs(
+        self,
+        name: str,
+        since: datetime | None = None,
+        tail: int = -1,
+        instance: str | None = None,
+    ) -> list[LogLine]:
+        """The kept lines of ``name``: newer than ``since``, the last ``tail``.
+
+        ``tail`` < 0 means all of them, 0 none; ``instance`` is a
+        container name.
+        """
+        with self._lock:
+            logs = self._get_logs(name)
+        return logs.select(since, tail, instance)
+
+    def subscribe(
+        self,
+        name: str,
+        since: datetime | None = None,
+        tail: int = 0,
+        instance: str | None = None,
+    ) -> LogQueue:
+        """A queue of the lines ``name`` prints from now on (``follow``).
+
+        It starts with the kept lines ``logs(name, since, tail, instance)``
+        returns. ``None`` in the queue means the function is gone.
+        """
+        with self._lock:
+            logs = self._get_logs(name)
+        return logs.subscribe(since, tail, instance)
+
+    def unsubscribe(self, name: str, lines: LogQueue) -> None:
+        """Stop feeding ``lines``."""
+        with self._lock:
+            logs = self._logs.get(name)
+        if logs is not None:
+            logs.unsubscribe(lines)
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every container (SIGTERM, SIGKILL after ``timeout``), remove it.
+
+        Also removes any container of this state dir that a deploy still in
+        flight created. The supervisor is unusable afterwards.
+        """
+        self._closed.set()
+        with self._changed:
+            replicas = list(self._replicas)
+            logs = list(self._logs.values())
+            disposers = list(self._disposers)
+            self._functions.clear()
+            self._logs.clear()
+            for replica in replicas:
+                replica.halt()
+            self._changed.notify_all()
+
+        _each(replicas, lambda replica: replica.remove(timeout))
+        for thread in [*disposers, *(r.keeper for r in replicas if r.keeper)]:
+            thread.join(_KEEPER_EXIT)
+        left = self._remove_leftovers()
+        for item in logs:
+            item.close()
+        shutil.rmtree(self._mounts, ignore_errors=True)
+        log.info("stopped %d container(s)", len(replicas) + left)
+        if self._own_client:
+            self.client.close()
+
+    # -- preparing a version --------------------------------------------------
+
+    @property
+    def _mounts(self) -> Path:
+        # Not state_dir/secrets: the secret store keeps its own files there.
+        return self.state_dir / "mounts"
+
+    def _prepare(self, deployment: Deployment, progress: Progress | None) -> _Version:
+        if self._closed.is_set():
+            raise SupervisorError(_STOPPED)
+
+        number = self._next_number(deployment.name)
+        secrets = self._materialize(deployment, number)
+        try:
+            image = self._image(deployment, number, progress)
+        except BaseException:
+            shutil.rmtree(secrets, ignore_errors=True)
+            raise
+
+        return _Version(
+            deployment=deployment,
+            number=number,
+            image=image,
+            built=deployment.template_dir is not None,
+            secrets=secrets,
+            logs=self._logs_for(deployment),
+            drain_limit=_drain_limit(deployment) + _DRAIN_MARGIN,
+        )
+
+    def _materialize(self, deployment: Deployment, number: int) -> Path:
+        folder = self._mounts / deployment.name / str(number)
+        if deployment.secrets and self._secrets is None:
+            raise DeployError(
+                deployment.name,
+                f"it lists secrets {list(deployment.secrets)} but the "
+                "emulator has no secret store: start it with one",
+            )
+        self._mounts.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._mounts.chmod(0o700)
+        if self._secrets is not None:
+            self._secrets.materialize(deployment.secrets, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        # The function runs as the image's user (``app``), not as the owner
+        # of these files; Kubernetes mounts secrets world-readable (0644) for
+        # the same reason. The state dir (0700) still keeps other users out.
+        folder.chmod(0o755)
+        for entry in folder.iterdir():
+            entry.chmod(0o444)
+        return folder
+
+    def _image(
+        self, deployment: Deployment, number: int, progress: Progress | None
+    ) -> str:
+        if deployment.template_dir is None:
+            return self._local_or_pulled(deployment)
+
+        folder = self.state_dir / "builds" / deployment.name / str(number)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            _copy_sources(deployment, folder)
+            return self._build(deployment, folder, progress)
+        except OSError as exc:
+            raise DeployError(
+                deployment.name,
+                f"cannot lay out its build folder {str(folder)!r}: {exc}",
+            ) from exc
+        finally:
+            # The image holds it now.
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _build(
+        self, deployment: Deployment, folder: Path, progress: Progress | None
+    ) -> str:
+        assert deployment.template_dir is not None
+        spec = FunctionSpec(
+            name=deployment.name,
+            lang=deployment.template_dir.name,
+            handler=deployment.handler_dir,
+            image=deployment.image,
+        )
+        try:
+            return build(
+                spec,
+                folder,
+                client=self.client,
+                build_args=self.build_args,
+                progress=progress or _discard_line,
+            )
+        except LocalfaasError as exc:
+            hint = f"\nHint: {exc.hint}" if exc.hint else ""
+            raise DeployError(deployment.name, f"{exc.message}{hint}") from exc
+
+    def _local_or_pulled(self, deployment: Deployment) -> str:
+        image = deployment.image
+        try:
+            return str(self.client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            pass
+        except (docker.errors.DockerException, OSError) as exc:
+            raise _engine_error(deployment.name, f"look up {image!r}", exc) from exc
+
+        log.info("function %s: pulling %s", deployment.name, image)
+        try:
+            return str(self.client.images.pull(image).id)
+        except (docker.errors.DockerException, OSError) as exc:
+            raise DeployError(
+                deployment.name,
+                f"image {image!r} is not present locally and pulling it "
+                f"failed: {_reason(exc)}. Build it first (localfaas build), "
+                "or check the name and your registry login (docker login)",
+            ) from exc
+
+    def _logs_for(self, deployment: Deployment) -> _Logs:
+        with self._lock:
+            logs = self._logs.get(deployment.name)
+            if logs is None:
+                logs = _Logs(deployment.name, self._sink, self._log_lines)
+                self._logs[deployment.name] = logs
+            logs.namespace = deployment.namespace
+            return logs
+
+    def _next_number(self, name: str) -> int:
+        with self._lock:
+            self._numbers[name] = self._numbers.get(name, 0) + 1
+            return self._numbers[name]
+
+    def _initial_count(self, deployment: Deployment) -> int:
+        # As the process supervisor: an update keeps the count it was
+        # scaled to, but never zero, so the new version proves it starts.
+        with self._lock:
+            current = self._functions.get(deployment.name)
+            if current is not None and current.desired > 0:
+                return _clamp(deployment.labels, current.desired)
+        return _clamp(deployment.labels, 1)
+
+    # -- starting, switching, retiring ----------------------------------------
+
+    def _start(self, version: _Version, count: int) -> None:
+        replicas = [self._add_replica(version) for _ in range(count)]
+        for replica in replicas:
+            self._keep(replica)
+        self._await_healthy(version, replicas)
+
+    def _add_replica(self, version: _Version) -> _Replica:
+        name = version.deployment.name
+        with self._lock:
+            if self._closed.is_set():
+                raise SupervisorError(_STOPPED)
+            serial = self._serials[name] = self._serials.get(name, 0) + 1
+            port = _free_port() if self._network == "host" else None
+            replica = _Replica(version, f"localfaas-{name}-{serial}", port)
+            version.replicas.append(replica)
+            self._replicas.add(replica)
+        return replica
+
+    def _await_healthy(self, version: _Version, replicas: list[_Replica]) -> None:
+        name = version.deployment.name
+        deadline = time.monotonic() + self.health_timeout
+        with self._changed:
+            while True:
+                pending = [r for r in replicas if r.ready_port() is None]
+                if not pending:
+                    return
+                for replica in pending:
+                    _raise_if_failed(name, replica)
+
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        name,
+                        f"{_HEALTH_PATH} of its container {pending[0].name} did "
+                        f"not answer 200 within {self.health_timeout:g}s; its "
+                        "last output:",
+                        pending[0].output(),
+                    )
+                self._changed.wait(_POLL)
+
+    def _switch(self, version: _Version) -> None:
+        name = version.deployment.name
+        with self._changed:
+            if self._closed.is_set():
+                raise SupervisorError(_STOPPED)
+            function = self._functions.get(name)
+            if function is None:
+                function = _Function(version, datetime.now(UTC), 0)
+                self._functions[name] = function
+            old = function.version
+            asked = function.desired
+
+            function.version = version
+            function.desired = len(version.replicas)
+            version.serving = True
+            for replica in version.replicas:
+                # One that exited before now was left to the deploy to
+                # report; from now on it is restarted like any other.
+                if replica.keeper is not None and not replica.keeper.is_alive():
+                    self._keep(replica)
+            if old is not version:
+                self._retire(old.replicas, self.retire_grace)
+            asked = _clamp(version.deployment.labels, asked)
+            if asked > len(version.replicas):
+                # Scaled up while this version was being built.
+                self._resize(function, asked)
+            self._changed.notify_all()
+        log.info(
+            "function %s version %d serving from %s",
+            name,
+            version.number,
+            ", ".join(replica.name for replica in version.replicas),
+        )
+
+    def _resize(self, function: _Function, target: int) -> None:
+        replicas = function.version.replicas
+        for _ in range(target - len(replicas)):
+            self._keep(self._add_replica(function.version))
+        if len(replicas) > target:
+            extra = replicas[target:]
+            del replicas[target:]
+            self._retire(extra, self.retire_grace)
+        function.desired = target
+        self._changed.notify_all()
+
+    def _retire(self, replicas: Iterable[_Replica], grace: float) -> None:
+        # Requests may already be on their way to these ports, so SIGTERM
+        # comes after a grace; the runtime then finishes what it has.
+        for replica in replicas:
+            replica.halt()
+            thread = threading.Thread(
+                target=self._dispose,
+                args=(replica, grace),
+                name=f"retire-{replica.name}",
+                daemon=True,
+            )
+            self._disposers.append(thread)
+            thread.start()
+
+    def _dispose(self, replica: _Replica, grace: float) -> None:
+        if self._closed.wait(grace):
+            return  # stop_all removes it
+        replica.remove(replica.version.drain_limit)
+        with self._lock:
+            self._replicas.discard(replica)
+            self._disposers.remove(threading.current_thread())
+            self._prune(replica.version)
+
+    def _discard(self, version: _Version) -> None:
+        with self._lock:
+            for replica in version.replicas:
+                replica.halt()
+        _each(version.replicas, lambda replica: replica.remove(0.0))
+
+        name = version.deployment.name
+        with self._lock:
+            self._replicas.difference_update(version.replicas)
+            shutil.rmtree(version.secrets, ignore_errors=True)
+            if name not in self._functions:
+                # A first deploy that failed leaves nothing behind.
+                self._logs.pop(name, None)
+
+    def _prune(self, version: _Version) -> None:
+        function = self._functions.get(version.deployment.name)
+        if function is not None and function.version is version:
+            return
+        if any(replica.version is version for replica in self._replicas):
+            return
+        shutil.rmtree(version.secrets, ignore_errors=True)
+        if version.built:
+            self._drop_image(version.image)
+
+    def _drop_image(self, image_id: str) -> None:
+        # A rebuild moved the tag to a new image; the old one, untagged,
+        # would only fill the disk (every image is a full copy on vfs).
+        try:
+            if not self.client.images.get(image_id).tags:
+                self.client.images.remove(image_id)
+        except (docker.errors.DockerException, OSError):
+            pass  # still used by a container, or already gone
+
+    # -- keeping a container running ------------------------------------------
+
+    def _keep(self, replica: _Replica) -> None:
+        replica.keeper = threading.Thread(
+            target=self._tend,
+            args=(replica,),
+            name=f"keep-{replica.name}",
+            daemon=True,
+        )
+        replica.keeper.start()
+
+    def _tend(self, replica: _Replica) -> None:
+        """Start the container; start it again each time it exits."""
+        while True:
+            run = self._launch(replica)
+            if run is not None:
+                replica.await_exit(run)
+
+            with self._changed:
+                self._changed.notify_all()
+                # Before its version serves, the deploy reports the exit.
+                if replica.stopping or not replica.version.serving:
+                    return
+                delay = replica.next_backoff(run)
+            _report_restart(replica, run, delay)
+            if replica.wake.wait(delay):
+                return
+
+    def _launch(self, replica: _Replica) -> _Run | None:
+        name = replica.version.deployment.name
+        try:
+            if replica.container is None:
+                replica.container = self._create(replica)
+            since = time.time()
+            replica.container.start()
+            port = replica.port or _published_port(replica.container)
+        except SupervisorError as exc:
+            replica.failure = exc
+            return None
+        except docker.errors.NotFound as exc:
+            # Removed behind our back: the next attempt creates it again.
+            replica.container = None
+            replica.failure = _engine_error(name, f"start {replica.name}", exc)
+            return None
+        except (docker.errors.DockerException, OSError) as exc:
+            replica.failure = _engine_error(name, f"start {replica.name}", exc)
+            return None
+
+        run = _Run(port)
+        replica.failure = None
+        replica.run = run
+        replica.follow(run, since)
+        threading.Thread(
+            target=self._probe,
+            args=(replica, run),
+            name=f"probe-{replica.name}",
+            daemon=True,
+        ).start()
+        return run
+
+    def _create(self, replica: _Replica) -> Any:
+        version = replica.version
+        name = version.deployment.name
+        try:
+            container = self.client.containers.create(
+                version.image, name=replica.name, **self._options(replica)
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise self._clash(name, replica.name) from exc
+            raise _engine_error(name, f"create {replica.name}", exc) from exc
+
+        with self._lock:
+            if not replica.stopping:
+                return container
+        # Stopped while the engine was creating it.
+        with suppress(docker.errors.DockerException, OSError):
+            container.remove(force=True)
+        raise SupervisorError(_STOPPED)
+
+    def _options(self, replica: _Replica) -> dict[str, Any]:
+        version = replica.version
+        deployment = version.deployment
+        env, network = _networking(replica.port)
+        # local-run's order: the function's environment, then what the
+        # platform injects (tooling.md §3.3); no drain wait after SIGTERM,
+        # as the gateway stops routing before it (§4.1).
+        environment = {
+            **deployment.env_vars,
+            "OPENFAAS_NAME": deployment.name,
+            "OPENFAAS_NAMESPACE": deployment.namespace,
+            "healthcheck_interval": "0",
+            **env,
+        }
+        if deployment.env_process:
+            environment["fprocess"] = deployment.env_process
+        labels = {
+            **deployment.labels,
+            FUNCTION_LABEL: deployment.name,
+            OWNER_LABEL: str(self.state_dir),
+            VERSION_LABEL: str(version.number),
+        }
+        options: dict[str, Any] = {
+            "environment": environment,
+            "labels": labels,
+            "volumes": {str(version.secrets): {"bind": SECRETS_TARGET, "mode": "ro"}},
+            **network,
+        }
+        if deployment.read_only_root_filesystem:
+            # The runtime's lock file and any scratch files go to /tmp.
+            options["read_only"] = True
+            options["tmpfs"] = {"/tmp": ""}  # noqa: S108
+        return options
+
+    def _clash(self, function: str, name: str) -> DeployError:
+        try:
+            other = self.client.containers.get(name)
+            owner = other.labels.get(OWNER_LABEL)
+            state = str(other.status)
+        except (docker.errors.DockerException, OSError):
+            owner, state = None, "existing"
+        whose = f"the localfaas run at {owner}" if owner else "something else"
+        return DeployError(
+            function,
+            f"a {state} container named {name!r}, started by {whose}, has the "
+            "name localfaas gives this function's container: remove it with "
+            f"'docker rm -f {name}' (or stop that run), or rename the function",
+        )
+
+    def _probe(self, replica: _Replica, run: _Run) -> None:
+        delay = 0.05
+        while not run.exited.is_set() and not replica.stopping:
+            if _healthy(run.port):
+                run.healthy.set()
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, _POLL)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _remove_leftovers(self) -> int:
+        """Remove containers of this state dir that nothing here keeps."""
+        label = f"{OWNER_LABEL}={self.state_dir}"
+        try:
+            found = self.client.containers.list(all=True, filters={"label": label})
+        except (docker.errors.DockerException, OSError) as exc:
+            log.warning("cannot list containers to clean up: %s", _reason(exc))
+            return 0
+        if found:
+            log.info(
+                "removing %d container(s) left by a previous run: %s",
+                len(found),
+                ", ".join(container.name for container in found),
+            )
+        _each(found, _remove_container)
+        return len(found)
+
+    # -- small helpers --------------------------------------------------------
+
+    def _get(self, name: str) -> _Function:
+        function = self._functions.get(name)
+        if function is None:
+            raise FunctionNotFound(name)
+        return function
+
+    def _get_logs(self, name: str) -> _Logs:
+        logs = self._logs.get(name)
+        if logs is None:
+            raise FunctionNotFound(name)
+        return logs
+
+    @contextmanager
+    def _deploying_lock(self, name: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._deploying.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+
+@dataclass(eq=False)
+class _Run:
+    """One start of a container, from its start to its exit."""
+
+    port: int
+    started: float = field(default_factory=time.monotonic)
+    healthy: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+    # Set as soon as the engine reports the exit; ``exited`` once its
+    # output has been read to the end too.
+    stopped: bool = False
+    status: int | None = None
+    reader: threading.Thread | None = None
+
+
+class _Replica:
+    """One container of a version, and what its keeper knows of it."""
+
+    def __init__(self, version: _Version, name: str, port: int | None) -> None:
+        self.version = version
+        self.name = name
+        # The host port it listens on (host network), else None: published.
+        self.port = port
+        self.container: Any = None
+        self.run: _Run | None = None
+        self.failure: SupervisorError | None = None
+        self.stopping = False
+        self.wake = threading.Event()
+        self.backoff = _BACKOFF_FIRST
+        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self.keeper: threading.Thread | None = None
+
+    def ready_port(self) -> int | None:
+        """Its port if it is healthy and running, else None."""
+        run = self.run
+        if run is None or self.stopping or not run.healthy.is_set():
+            return None
+        return None if run.stopped else run.port
+
+    def halt(self) -> None:
+        """Mark it as stopping: no more restarts, no more requests."""
+        self.stopping = True
+        self.wake.set()
+
+    def remove(self, timeout: float) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` seconds, then remove it."""
+        if self.container is not None:
+            _remove_container(self.container, timeout)
+
+    def next_backoff(self, run: _Run | None) -> float:
+        """The wait before the next start; doubles the one after it."""
+        # A start that served for a while is forgiven its earlier crashes.
+        served = 0.0
+        if run is not None and run.healthy.is_set():
+            served = time.monotonic() - run.started
+        if served >= _STABLE_AFTER:
+            self.backoff = _BACKOFF_FIRST
+        delay = self.backoff
+        self.backoff = min(delay * 2, _BACKOFF_MAX)
+        return delay
+
+    def follow(self, run: _Run, since: float) -> None:
+        """Feed what this start of the container prints to the logs."""
+        container, logs = self.container, self.version.logs
+
+        def pump() -> None:
+            try:
+                stream = container.logs(stream=True, follow=True, since=since)
+                for line in _lines(stream):
+                    self.tail.append(line)
+                    logs.add(self.name, line)
+            except (docker.errors.DockerException, OSError):
+                pass  # removed: there is nothing more to read
+
+        run.reader = threading.Thread(
+            target=pump, name=f"logs-{self.name}", daemon=True
+        )
+        run.reader.start()
+
+    def await_exit(self, run: _Run) -> None:
+        """Block until this start of the container ends."""
+        while True:
+            try:
+                result = self.container.wait()
+                run.status = int(result.get("StatusCode", -1))
+                break
+            except docker.errors.NotFound:
+                break
+            except (docker.errors.DockerException, OSError):
+                # The engine went away for a moment, or is going.
+                if self.wake.wait(_POLL):
+                    break
+        run.stopped = True
+        if run.reader is not None:
+            run.reader.join(2.0)
+        run.exited.set()
+
+    def output(self) -> str:
+        """Its last lines."""
+        return "\n".join(self.tail)
+
+
+@dataclass(eq=False)
+class _Version:
+    """One deploy of a function: its image, secrets and containers."""
+
+    deployment: Deployment
+    number: int
+    image: str
+    built: bool
+    secrets: Path
+    logs: _Logs
+    drain_limit: float
+    serving: bool = False
+    replicas: list[_Replica] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Function:
+    """A deployed name: its serving version and desired replica count."""
+
+    version: _Version
+    created_at: datetime
+    desired: int
+    turn: int = -1
+
+    def ready_ports(self) -> list[int]:
+        """Ports of the containers that can take a request now."""
+        ports = (replica.ready_port() for replica in self.version.replicas)
+        return [port for port in ports if port is not None]
+
+
+def _check_deployment(deployment: Deployment) -> None:
+    name = deployment.name
+    problem = function_name_problem(name)
+    if problem is not None:
+        raise DeployError(name, f"the name is invalid: {problem}")
+    if deployment.template_dir is not None:
+        _check(deployment)
+
+    problem = _reference_problem(deployment)
+    if problem is not None:
+        raise DeployError(
+            name,
+            f"image {deployment.image!r} is not a valid image reference: "
+            f"{problem}. Set image: in the stack file (or the deploy's image) "
+            f"to NAME:TAG in lower case, e.g. {name}:latest",
+        )
+
+
+def _reference_problem(deployment: Deployment) -> str | None:
+    image = deployment.image
+    name, at, digest = image.partition("@")
+    if not at or deployment.template_dir is not None:
+        return image_problem(image)
+
+    # A pulled image may be pinned by its digest.
+    hexdigits = digest.removeprefix(_DIGEST)
+    if not digest.startswith(_DIGEST) or len(hexdigits) != 64:
+        return "a digest is sha256: and 64 hexadecimal digits"
+    if any(char not in "0123456789abcdef" for char in hexdigits):
+        return "a digest is sha256: and 64 hexadecimal digits"
+    return image_problem(name)
+
+
+def _networking(port: int | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """The container's ``port`` settings and network options."""
+    if port is None:
+        # Published on loopback only: the gateway is the way in.
+        published = {f"{_CONTAINER_PORT}/tcp": (_LOOPBACK, None)}
+        return {"port": _CONTAINER_PORT}, {"ports": published}
+
+    # The host's network: every container shares its ports, so each takes
+    # its own, and only on loopback, as a published port would be.
+    env = {"port": str(port), "listen_address": _LOOPBACK}
+    return env, {"network_mode": "host"}
+
+
+def _published_port(container: Any) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"][f"{_CONTAINER_PORT}/tcp"]
+    return int(bindings[0]["HostPort"])
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Whole lines from the engine's chunks, which need not end lines."""
+    partial = b""
+    for chunk in chunks:
+        *whole, partial = (partial + chunk).split(b"\n")
+        for raw in whole:
+            yield raw[:_MAX_LINE].decode(errors="replace").rstrip("\r")
+        if len(partial) > _MAX_LINE:
+            yield partial[:_MAX_LINE].decode(errors="replace")
+            partial = b""
+    if partial:
+        yield partial.decode(errors="replace").rstrip("\r")
+
+
+def _remove_container(container: Any, timeout: float = 0.0) -> None:
+    try:
+        if timeout > 0:
+            container.stop(timeout=math.ceil(timeout))
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except (docker.errors.DockerException, OSError) as exc:
+        log.warning("cannot remove container %s: %s", container.name, _reason(exc))
+
+
+def _each(items: Iterable[Any], action: Callable[[Any], None]) -> None:
+    """Run ``action`` on every item at once: the engine is slow per call."""
+    threads = [
+        threading.Thread(target=action, args=(item,), daemon=True) for item in items
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _raise_if_failed(name: str, replica: _Replica) -> None:
+    if replica.failure is not None:
+        raise replica.failure
+    run = replica.run
+    if run is None or not run.exited.is_set():
+        return
+    raise DeployError(
+        name,
+        f"its container {replica.name} {_describe(run.status)} before "
+        f"{_HEALTH_PATH} answered; its last output:",
+        replica.output(),
+    )
+
+
+def _report_restart(replica: _Replica, run: _Run | None, delay: float) -> None:
+    if run is None:
+        log.warning(
+            "function container %s cannot start (%s); retrying in %.1fs",
+            replica.name,
+            replica.failure,
+            delay,
+        )
+        return
+    log.warning(
+        "function container %s %s; restarting in %.1fs; its last output:\n%s",
+        replica.name,
+        _describe(run.status),
+        delay,
+        replica.output() or "(none)",
+    )
+
+
+def _engine_error(name: str, action: str, error: BaseException) -> DeployError:
+    return DeployError(
+        name,
+        f"the Docker engine could not {action}: {_reason(error)}",
+    )
+
+
+def _reason(error: BaseException) -> str:
+    explanation = getattr(error, "explanation", None)
+    return " ".join(str(explanation or error).split())
+
+
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "was removed"
+    if status > 128:
+        # The engine reports a signal N as 128 + N, as a shell does.
+        return f"was killed by signal {status - 128}"
+    return f"exited with status {status}"
+
+
+def _discard_line(line: str) -> None:
+    """A progress sink for callers that do not show the build."""
