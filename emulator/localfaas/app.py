@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 from . import __version__
 from .admin import AdminCredentials, admin_middleware, is_loopback
@@ -80,13 +81,7 @@ def up(options: UpOptions) -> None:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     secrets = SecretStore(project / ".secrets", state)
-    environments = Environments(cache_dir())
-    with Supervisor(
-        state,
-        secrets=secrets,
-        log_sink=echo_function_log,
-        environments=environments,
-    ) as supervisor:
+    with _supervisor(options, state, secrets) as supervisor:
         functions = _functions(supervisor, stack)
         gateway = _gateway(options, state, functions, secrets)
         queue = AsyncQueue(state, gateway.invoke_queued, workers=options.queue_workers)
@@ -102,6 +97,25 @@ def up(options: UpOptions) -> None:
         finally:
             queue.close()
     say("localfaas stopped; every function process has exited")
+
+
+def _supervisor(options: UpOptions, state: Path, secrets: SecretStore) -> Supervisor:
+    """The process supervisor, or with ``--docker`` the container one."""
+    if not options.docker:
+        environments = Environments(cache_dir())
+        return Supervisor(
+            state,
+            secrets=secrets,
+            log_sink=echo_function_log,
+            environments=environments,
+        )
+
+    # Imported here: only --docker needs the docker SDK.
+    from .containers import ContainerSupervisor
+
+    # It has Supervisor's public API, which is all Functions uses.
+    containers = ContainerSupervisor(state, secrets=secrets, log_sink=echo_function_log)
+    return cast(Supervisor, containers)
 
 
 def _functions(supervisor: Supervisor, stack: Stack) -> Functions:
