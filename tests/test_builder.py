@@ -559,7 +559,7 @@ class TestBuildArguments:
 
 # Messages a real engine (20.10, classic builder) sent for a RUN step that
 # failed: the step line and its newline arrive as separate messages.
-FAILED_RUN = [
+FAILED_RUN: list[dict[str, Any]] = [
     {"stream": "Step 1/2 : FROM localfaas/python-base:bookworm"},
     {"stream": "\n"},
     {"stream": " ---> f4c8263c1053\n"},
@@ -574,7 +574,7 @@ FAILED_RUN = [
     },
 ]
 
-SUCCEEDED = [
+SUCCEEDED: list[dict[str, Any]] = [
     {"stream": "Step 1/1 : FROM localfaas/python-base:bookworm"},
     {"stream": "\n ---> f4c8263c1053\n"},
     {"aux": {"ID": "sha256:" + "f" * 64}},
@@ -614,7 +614,7 @@ class TestBuildStream:
 
     def test_lines_are_passed_whole(self, project: Path) -> None:
         """A line split over messages reaches progress as one line."""
-        client, lines = FakeClient(SUCCEEDED, []), []
+        client, lines = FakeClient(SUCCEEDED, []), list[str]()
 
         image = build(
             self.spec(project),

@@ -54,7 +54,12 @@ from localfaas.stack import (
     load_stack,
     select,
 )
-from localfaas.templates import Template, TemplateError, find_template, uses_template
+from localfaas.templates import (
+    Template,
+    TemplateError,
+    find_template,
+    uses_template,
+)
 
 __all__ = [
     "ADDITIONAL_PACKAGE",
@@ -283,7 +288,8 @@ def build_arguments(
     ``ADDITIONAL_PACKAGE``, de-duplicated, sorted and space-joined; the
     argument is always present, even empty.
     """
-    arguments = {name: os.environ[name] for name in _PROXY_ARGS if os.environ.get(name)}
+    proxies = [name for name in _PROXY_ARGS if os.environ.get(name)]
+    arguments = {name: os.environ[name] for name in proxies}
     arguments.update(spec.build_args)
     arguments.update(cli_args)
 
@@ -351,11 +357,11 @@ def image_problem(image: str) -> str | None:
     if not image:
         return "it is empty"
     if "@" in image:
-        return "a digest (@sha256:...) pins a pulled image; a build needs NAME:TAG"
+        return "a digest (@sha256:...) names a pulled image, not a build"
 
     name, tag = _split_tag(image)
     if tag is not None and not _TAG.fullmatch(tag):
-        return f"the tag {tag!r} may hold only letters, digits, '_', '.' and '-'"
+        return f"the tag {tag!r} may hold letters, digits, '_', '.' and '-'"
     if len(name) > _MAX_NAME:
         return f"the name is longer than {_MAX_NAME} characters"
     if _NAME.fullmatch(name):
@@ -471,7 +477,10 @@ def _handler_folder(spec: FunctionSpec, stack: Stack) -> Path:
     return spec.handler
 
 
-def _option_packages(spec: FunctionSpec, template: Template | None) -> list[str]:
+def _option_packages(
+    spec: FunctionSpec,
+    template: Template | None,
+) -> list[str]:
     """The packages of the build options *spec* selects."""
     offered = template.build_options if template else {}
     packages: list[str] = []
@@ -517,7 +526,12 @@ def _run(
     return images
 
 
-def _one(plan: _Plan, client: Any, progress: Progress, no_cache: bool) -> str | None:
+def _one(
+    plan: _Plan,
+    client: Any,
+    progress: Progress,
+    no_cache: bool,
+) -> str | None:
     """Shrinkwrap one function and, given an engine, build it."""
     spec = plan.spec
     context = shrinkwrap(plan.stack, spec, plan.stack.path.parent)
@@ -721,7 +735,11 @@ def _clear(context: Path) -> None:
         raise _copy_error(context, error) from error
 
 
-def _copy(source: Path, target: Path, chain: frozenset[Path] = frozenset()) -> None:
+def _copy(
+    source: Path,
+    target: Path,
+    chain: frozenset[Path] = frozenset(),
+) -> None:
     """Copy *source* onto *target* as faas-cli's copyFiles does.
 
     Links are followed, file modes kept, folders merged into existing ones
@@ -808,10 +826,10 @@ def _add_package_marker(context: Path, target: Path) -> None:
     the image, so the context gets one only when the Dockerfile does not.
     """
     dockerfile = context / "Dockerfile"
-    text = dockerfile.read_text(errors="replace") if dockerfile.is_file() else ""
-    if "__init__.py" in text or not any(target.glob("*.py")):
+    if not any(target.glob("*.py")) or not dockerfile.is_file():
         return
-    (target / "__init__.py").touch()
+    if "__init__.py" not in dockerfile.read_text("utf-8", "replace"):
+        (target / "__init__.py").touch()
 
 
 def _split_tag(image: str) -> tuple[str, str | None]:
