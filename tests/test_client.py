@@ -29,7 +29,7 @@ from localfaas.errors import (
     RequestFailed,
     Unauthorized,
 )
-from localfaas.tls import TlsFiles, ensure_certificates, serve_tls
+from localfaas.tls import TlsFiles, _stop_waitress, ensure_certificates, serve_tls
 
 # --- the fake gateway --------------------------------------------------------
 
@@ -140,12 +140,7 @@ def running(fake: FakeGateway) -> Iterator[FakeGateway]:
     try:
         yield fake
     finally:
-        # Closed from inside waitress's loop; see localfaas.tls for why.
-        server.trigger.pull_trigger(
-            lambda: [d.close() for d in list(server._map.values())]
-        )
-        thread.join(5)
-        server.task_dispatcher.shutdown()
+        _stop_waitress(server, thread)
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from waitress import wasyncore
 
 from localfaas.errors import ConfigurationError
 
@@ -572,17 +573,35 @@ class TlsServer:
             backend[1].close()
 
     def _close_backend(self, thread: threading.Thread) -> None:
-        """Stop waitress from inside its own loop, then its workers."""
-        # Closing waitress's sockets from this thread while its loop sits in
-        # select() on them fails with EBADF; its trigger runs the close
-        # there. waitress has no public stop call, hence the private map.
-        server = self._backend
-        server.trigger.pull_trigger(
-            lambda: [d.close() for d in list(server._map.values())]
-        )
-        thread.join(5)
-        server.task_dispatcher.shutdown()
+        _stop_waitress(self._backend, thread)
         self._listener.close()
+
+
+def _stop_waitress(server: Any, thread: threading.Thread) -> None:
+    """Stop a waitress server whose loop runs in ``thread``, from outside.
+
+    waitress has no stop call for this. Closing its sockets from here while
+    its loop sits in select() on them fails with EBADF, so the closing runs
+    inside the loop, through its trigger (a pipe). The trigger stays open
+    until the loop and the worker threads are done: the loop may run the
+    closing on a worker's wake-up before our own pull has written to the
+    pipe, and a worker finishing late pulls it too.
+    """
+    trigger = server.trigger
+
+    def close_all_but_trigger() -> None:
+        for dispatcher in list(server._map.values()):
+            if dispatcher is server:
+                # The server's own close() would close the trigger as well.
+                wasyncore.dispatcher.close(server)
+            elif dispatcher is not trigger:
+                dispatcher.close()
+        trigger.del_channel()  # an empty map ends the loop
+
+    trigger.pull_trigger(close_all_but_trigger)
+    thread.join(5)
+    server.task_dispatcher.shutdown()
+    trigger.close()
 
 
 def serve_tls(
