@@ -113,14 +113,17 @@ def write_credentials(folder: Path, user: str, password: str) -> None:
 
 
 def basic(user: str, password: str) -> str:
+    """An Authorization value for Basic credentials."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def hex_hmac(key: bytes, message: bytes, algorithm: str = "sha256") -> str:
+    """Lower-case hex HMAC, computed here independently of the CLI."""
     return hmac.new(key, message, algorithm).hexdigest()
 
 
 def b64_hmac(key: bytes, message: bytes) -> str:
+    """Base64 HMAC-SHA256, computed here independently of the CLI."""
     return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
 
@@ -128,6 +131,8 @@ def b64_hmac(key: bytes, message: bytes) -> str:
 
 
 class TestBoundary:
+    """One place turns failures into lines and exit codes."""
+
     def test_version(self) -> None:
         """``--version`` prints the package version and exits 0."""
         result = run("--version")
@@ -201,6 +206,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[UpOptions]:
 
 
 class TestUp:
+    """``up`` flags and environment twins become ``UpOptions``."""
+
     def test_defaults_are_settings_defaults(self, started: list[UpOptions]) -> None:
         """No flags: exactly ``UpOptions()``."""
         assert run("up").exit_code == 0
@@ -369,6 +376,8 @@ class TestUp:
 
 
 class TestNew:
+    """``new`` behaves and prints as ``faas-cli new``."""
+
     def test_prints_faas_cli_lines_and_writes_the_stack(self, project: Path) -> None:
         """Folder, function, stack file, then the template's notes."""
         result = run("new", "hello", "--lang", "python3-http-auth")
@@ -466,6 +475,8 @@ class TestNew:
 
 
 class TestInvoke:
+    """``invoke`` sends faas-cli's requests and prints the answer."""
+
     def test_stdin_bytes_go_to_name_dot_namespace(self, gateway: FakeGateway) -> None:
         """Raw stdin (NUL included) is POSTed; the answer printed raw."""
         gateway.answer("POST", "/function/echo.openfaas-fn", 200, b"\x00back")
@@ -614,6 +625,8 @@ WHSEC = "whsec_" + base64.b64encode(WHSEC_RAW).decode()
 
 
 class TestSigning:
+    """``--sign`` produces each sender's signature headers."""
+
     def test_hmac_reproduces_faas_cli_sign_hmac(self, signed: Any) -> None:
         """tooling.md's vector: key k, body hello."""
         headers = signed("--sign", "hmac", "--key", "k")
@@ -765,6 +778,8 @@ class TestSigning:
 
 
 class TestList:
+    """``list`` prints faas-cli's table."""
+
     def test_table_like_faas_cli(self, gateway: FakeGateway) -> None:
         """Function, Invocations, Replicas in faas-cli's column widths."""
         gateway.answer_json(
@@ -806,9 +821,12 @@ class TestList:
 
 
 class TestCredentials:
+    """Where the admin login comes from, in order."""
+
     def seen_authorization(
         self, gateway: FakeGateway, *args: str, **env: str
     ) -> str | None:
+        """List against the fake; return the Authorization it got."""
         gateway.answer_json("GET", "/system/functions", [])
         result = run("list", "-g", gateway.url, *args, **env)
         assert result.exit_code == 0, result.output
@@ -947,6 +965,8 @@ class TestCredentials:
 
 
 class TestSecret:
+    """``secret`` commands send faas-cli's bodies and messages."""
+
     def test_create_from_literal(self, gateway: FakeGateway) -> None:
         """clients.md's body, faas-cli's two lines."""
         gateway.answer("POST", "/system/secrets", 202)
@@ -1106,6 +1126,8 @@ class TestSecret:
 
 
 class TestLogs:
+    """``logs`` queries as faas-cli does and prints plain lines."""
+
     def test_lines_are_printed_in_plain_format(self, gateway: FakeGateway) -> None:
         """``timestamp name (instance) text``, trailing newline trimmed."""
         message = {
@@ -1175,6 +1197,8 @@ def https_gateway(tmp_path: Path) -> Iterator[FakeGateway]:
 
 
 class TestHttps:
+    """Client commands trust the local CA of ``up --tls``."""
+
     def test_the_local_ca_is_trusted_without_flags(
         self, https_gateway: FakeGateway
     ) -> None:
@@ -1205,6 +1229,8 @@ class TestHttps:
 
 
 class TestAuthPlugin:
+    """``auth-plugin`` refuses what it cannot serve safely."""
+
     def test_public_host_is_refused(self) -> None:
         """Credentials in plain HTTP stay on loopback unless told."""
         stderr = failed(run("auth-plugin", "basic", "--host", "0.0.0.0"), 2)
@@ -1262,6 +1288,8 @@ def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
 
 
 class TestRealProcesses:
+    """The CLI as a real process: signals and the real gateway."""
+
     def test_basic_plugin_serves_and_stops_on_ctrl_c_with_130(
         self, project: Path
     ) -> None:

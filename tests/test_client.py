@@ -165,6 +165,8 @@ BASIC = "Basic YWRtaW46c2VjcmV0"
 
 
 class TestFunctions:
+    """GET /system/functions, auth and failures."""
+
     def test_lists_with_basic_auth(self, gateway: FakeGateway) -> None:
         """GET /system/functions with faas-cli's Basic header; JSON back."""
         gateway.answer_json("GET", "/system/functions", [{"name": "echo"}])
@@ -244,6 +246,8 @@ class TestFunctions:
 
 
 class TestInvoke:
+    """Invocations: path, headers, no admin credentials."""
+
     def test_posts_the_body_to_name_dot_namespace(self, gateway: FakeGateway) -> None:
         """POST /function/echo.openfaas-fn, text/plain, body as given."""
         gateway.answer("POST", "/function/echo.openfaas-fn", 200, b"hi back")
@@ -309,6 +313,8 @@ class TestInvoke:
 
 
 class TestSecrets:
+    """Secret bodies and accepted statuses as faas-cli has them."""
+
     def test_create_sends_faas_cli_json(self, gateway: FakeGateway) -> None:
         """POST ``{"name":"api-key","value":"s3cr3t"}`` as application/json."""
         gateway.answer("POST", "/system/secrets", 202)
@@ -386,6 +392,8 @@ class TestSecrets:
 
 
 class TestLogs:
+    """The logs query and the NDJSON stream."""
+
     def test_query_matches_faas_cli_and_lines_stream(
         self, gateway: FakeGateway
     ) -> None:
@@ -432,6 +440,8 @@ class TestLogs:
 
 
 class TestConnection:
+    """No answer, bad URLs, bad CA files."""
+
     def test_nothing_listening_is_unreachable_with_a_hint(self) -> None:
         """The error names the URL and the reason; the hint says how to start."""
         url = f"http://127.0.0.1:{closed_port()}"
@@ -480,6 +490,8 @@ def tls_gateway(tmp_path: Path) -> Iterator[tuple[FakeGateway, TlsFiles, int]]:
 
 
 class TestHttps:
+    """https against the TLS relay and its local CA."""
+
     def test_the_local_ca_file_makes_https_work(
         self, tls_gateway: tuple[FakeGateway, TlsFiles, int]
     ) -> None:

@@ -79,19 +79,23 @@ def trusting(files: TlsFiles) -> ssl.SSLContext:
 
 
 def leaf(files: TlsFiles) -> x509.Certificate:
+    """The server certificate."""
     return x509.load_pem_x509_certificate(files.cert.read_bytes())
 
 
 def ca(files: TlsFiles) -> x509.Certificate:
+    """The CA certificate."""
     return x509.load_pem_x509_certificate(files.ca.read_bytes())
 
 
 def san(cert: x509.Certificate) -> set[str]:
+    """The subject alternative names as text."""
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     return {str(name.value) for name in names.value}
 
 
 def mode(path: Path) -> int:
+    """Permission bits of ``path``."""
     return stat.S_IMODE(path.stat().st_mode)
 
 
@@ -105,6 +109,8 @@ def files(tmp_path: Path) -> TlsFiles:
 
 
 class TestCertificates:
+    """The local CA and server certificate: content, reuse, renewal."""
+
     def test_leaf_is_signed_by_the_ca_for_the_hosts_and_loopback(
         self, files: TlsFiles
     ) -> None:
@@ -245,6 +251,7 @@ class TestCertificates:
 
 
 def all_files(files: TlsFiles) -> list[Path]:
+    """Every file ensure_certificates keeps."""
     folder = files.ca.parent
     return [files.ca, files.cert, files.key, folder / "ca-key.pem"]
 
@@ -253,6 +260,8 @@ def all_files(files: TlsFiles) -> list[Path]:
 
 
 class TestServing:
+    """Real TLS handshakes against the relay in front of waitress."""
+
     @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
     def test_httpx_trusting_the_ca_gets_https_answers(
         self, files: TlsFiles, host: str

@@ -69,7 +69,15 @@ from localfaas.templates import (
 )
 from localfaas.tls import default_tls_dir
 
-__all__ = ["cli", "main", "plain_http_problem", "up_options"]
+__all__ = [
+    "Login",
+    "cli",
+    "find_login",
+    "gateway_url",
+    "main",
+    "plain_http_problem",
+    "up_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
