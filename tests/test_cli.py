@@ -1254,8 +1254,8 @@ class TestAuthPlugin:
 # --- real processes ----------------------------------------------------------
 
 
-def start(args: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    """``python -m localfaas ARGS`` as a process; wait until ``port`` answers."""
+def start(args: list[str], cwd: Path, url: str) -> subprocess.Popen[bytes]:
+    """``python -m localfaas ARGS`` as a process; wait until ``url`` answers."""
     env = {k: v for k, v in os.environ.items() if k not in _ENVIRONMENT}
     process = subprocess.Popen(
         [sys.executable, "-m", "localfaas", "--log-level", "warning", *args],
@@ -1267,7 +1267,8 @@ def start(args: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            # Any answer means it listens; the callers test the trust.
+            httpx.get(url, timeout=1, verify=False)  # noqa: S501
             return process
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -1287,6 +1288,12 @@ def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     return process.returncode, stderr.decode()
 
 
+EMPTY_STACK = (
+    "version: 1.0\nprovider:\n  name: openfaas\n"
+    "  gateway: http://127.0.0.1:8080\nfunctions: {}\n"
+)
+
+
 class TestRealProcesses:
     """The CLI as a real process: signals and the real gateway."""
 
@@ -1296,9 +1303,9 @@ class TestRealProcesses:
         """Real plugin: 200 for the admin, 401 otherwise; Ctrl-C exits 130."""
         write_credentials(project / ".localfaas" / "credentials", "admin", "pw")
         port = free_port()
-        process = start(["auth-plugin", "basic", "--port", str(port)], project, port)
-
         url = f"http://127.0.0.1:{port}/validate"
+        process = start(["auth-plugin", "basic", "--port", str(port)], project, url)
+
         good = httpx.get(url, headers={"Authorization": basic("admin", "pw")})
         bad = httpx.get(url, headers={"Authorization": basic("admin", "no")})
         code, stderr = interrupt(process)
@@ -1312,13 +1319,10 @@ class TestRealProcesses:
 
         Ctrl-C then stops the gateway cleanly, and the exit code says so.
         """
-        (project / "stack.yaml").write_text(
-            "version: 1.0\nprovider:\n  name: openfaas\n"
-            "  gateway: http://127.0.0.1:8080\nfunctions: {}\n"
-        )
+        (project / "stack.yaml").write_text(EMPTY_STACK)
         port = free_port()
-        process = start(["up", "--port", str(port), "--no-watch"], project, port)
         url = f"http://127.0.0.1:{port}"
+        process = start(["up", "--port", str(port), "--no-watch"], project, url)
         try:
             listed = run("list", "-g", url)
             created = run(
@@ -1339,5 +1343,24 @@ class TestRealProcesses:
         assert removed.stdout == "Removed.. OK.\n"
         assert "server returned unexpected status code: 404" in failed(unknown)
         assert "unauthorized at" in failed(refused)
+        assert code == 130
+        assert "Traceback" not in stderr
+
+    def test_up_tls_serves_https_that_the_cli_trusts(self, project: Path) -> None:
+        """``up --tls`` makes the local CA; ``list`` trusts it with no flag."""
+        (project / "stack.yaml").write_text(EMPTY_STACK)
+        port = free_port()
+        url = f"https://localhost:{port}"
+        process = start(
+            ["up", "--port", str(port), "--tls", "--no-watch"], project, url
+        )
+        try:
+            listed = run("list", "-g", url)
+        finally:
+            code, stderr = interrupt(process)
+
+        assert listed.exit_code == 0, listed.output
+        assert listed.stdout.startswith("Function")
+        assert (default_tls_dir() / "ca.pem").is_file()
         assert code == 130
         assert "Traceback" not in stderr
