@@ -17,20 +17,21 @@ Certificates
     ``ca.pem``; ``localfaas`` commands do so by themselves.
 
 Serving
-    waitress, which serves the gateway in plain mode, has no TLS. Rather
-    than a second WSGI server for TLS mode, with its own handling of
-    chunked bodies, streaming and headers, :func:`serve_tls` keeps waitress
-    and puts a TLS-terminating relay in front of it: the standard library's
+    The gateway's uvicorn server loads ``cert.pem`` and ``key.pem`` itself.
+    :func:`serve_tls` is for a WSGI app served by waitress, which has no
+    TLS: rather than a second WSGI server for TLS mode, with its own
+    handling of chunked bodies, streaming and headers, it keeps waitress
+    and puts a TLS-terminating relay in front of it. The standard library's
     ``asyncio`` accepts TLS connections on the public address and copies
-    bytes both ways to waitress on a private loopback port. The gateway
-    therefore behaves byte for byte the same in both modes. The relay
-    remembers which client each of its loopback connections carries, and a
-    thin WSGI layer restores that client's address in ``REMOTE_ADDR`` and
-    ``REMOTE_PORT`` (the gateway's ``X-Forwarded-For`` needs it) and sets
-    ``wsgi.url_scheme`` to ``https``. A request that reaches the private
-    port without coming through the relay is refused (403), so the plain
-    port is no way around TLS. The cost is one extra copy on loopback per
-    byte, which a local gateway does not feel.
+    bytes both ways to waitress on a private loopback port, so the app
+    behaves byte for byte as in plain mode. The relay remembers which
+    client each of its loopback connections carries, and a thin WSGI layer
+    restores that client's address in ``REMOTE_ADDR`` and ``REMOTE_PORT``
+    (``X-Forwarded-For`` needs it) and sets ``wsgi.url_scheme`` to
+    ``https``. A request that reaches the private port without coming
+    through the relay is refused (403), so the plain port is no way around
+    TLS. The cost is one extra copy on loopback per byte, which a local
+    server does not feel.
 """
 
 from __future__ import annotations
