@@ -174,9 +174,9 @@ def main() -> None:
 def _until_interrupted(serve: Callable[[], None]) -> None:
     """Run a server that stops cleanly on Ctrl-C, then still report it.
 
-    waitress (and so the gateway and the plugins) catches the interrupt and
-    returns as if it had simply finished; noting the signal here lets the
-    boundary exit 130 all the same.
+    The gateway (``app.up``) and waitress (the plugins) catch the interrupt
+    to stop cleanly and return as if they had simply finished; noting the
+    signal here lets the boundary exit 130 all the same.
     """
     if threading.current_thread() is not threading.main_thread():
         serve()
