@@ -13,9 +13,10 @@ there is one router and a blocking admin call never stalls the loop.
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 import uvicorn
@@ -26,8 +27,11 @@ from .gateway import Gateway, canonical
 from .proxy import PREFIX, Receive, Scope, Send, target_of
 from .tls import TlsFiles
 
-# On Ctrl-C, calls under way get this long to finish before they are cut.
-_DRAIN_SECONDS = 5
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is not built for Windows
+    uvloop = None  # type: ignore[assignment]
+
 _BACKLOG = 2048
 
 
@@ -50,6 +54,10 @@ class FastPath:
                 return
         await self.router(cast(Any, scope), cast(Any, receive), cast(Any, send))
 
+    async def aclose(self) -> None:
+        """Close the proxy's connections of this loop, before it ends."""
+        self.proxy.close_pool()
+
 
 class GatewayServer:
     """uvicorn serving an ASGI app on a socket bound when it is made.
@@ -58,23 +66,27 @@ class GatewayServer:
     banner, where uvicorn would exit the process. :meth:`run` blocks until
     :meth:`stop`, Ctrl-C or SIGTERM; after a signal it raises it again
     for the caller's handler, so ``KeyboardInterrupt`` ends a Ctrl-C.
+    Calls under way then get ``drain`` seconds to finish before they are
+    cut (streams such as followed logs would otherwise hold it open).
     """
 
     def __init__(
         self,
-        app: Any,
+        app: FastPath,
         host: str,
         port: int,
         *,
         tls: TlsFiles | None = None,
         idle_timeout: float = 60.0,
+        drain: float = 5.0,
     ) -> None:
         self.socket = _listen(host, port)
+        self.app = app
         config = uvicorn.Config(
             app,
             host=host,
             port=self.port,
-            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            loop="asyncio" if uvloop is None else "uvloop",
             http="httptools",
             ws="none",
             lifespan="off",
@@ -88,7 +100,8 @@ class GatewayServer:
             proxy_headers=False,
             server_header=False,
             timeout_keep_alive=max(1, round(idle_timeout)),
-            timeout_graceful_shutdown=_DRAIN_SECONDS,
+            # Typed int by uvicorn, used as asyncio.timeout()'s seconds.
+            timeout_graceful_shutdown=drain,  # type: ignore[arg-type]
             backlog=_BACKLOG,
             ssl_certfile=tls.cert if tls else None,
             ssl_keyfile=tls.key if tls else None,
@@ -104,13 +117,26 @@ class GatewayServer:
     def run(self) -> None:
         """Serve until stopped."""
         try:
-            self.server.run(sockets=[self.socket])
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(self._serve())
         finally:
             self.socket.close()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after a short drain; any thread."""
         self.server.should_exit = True
+
+    async def _serve(self) -> None:
+        # uvicorn's own run(), plus closing the proxy's connections while
+        # their loop still runs.
+        try:
+            await self.server.serve(sockets=[self.socket])
+        finally:
+            await self.app.aclose()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    return None if uvloop is None else uvloop.new_event_loop
 
 
 def _listen(host: str, port: int) -> socket.socket:

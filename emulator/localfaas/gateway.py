@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import io
 import posixpath
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -58,9 +59,8 @@ class Gateway:
         self.system = system
         self.metrics = metrics
         self.queue = queue
-        # The bridge runs the proxy on an event loop of its own, in a
-        # thread; WSGI callers wait for it.
-        self._calls = ASGIMiddleware(cast(Any, proxy))
+        self._calls: ASGIMiddleware | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
         path = environ.get("PATH_INFO") or "/"
@@ -115,7 +115,15 @@ class Gateway:
     ) -> Any:
         if target_of(path) is None:
             return _plain_404(start_response)
-        return self._calls(cast(Any, environ), start_response)
+        return self._bridge()(cast(Any, environ), start_response)
+
+    def _bridge(self) -> ASGIMiddleware:
+        # The bridge runs the proxy on an event loop of its own, in a
+        # thread, made on first use; WSGI callers wait for it.
+        with self._lock:
+            if self._calls is None:
+                self._calls = ASGIMiddleware(cast(Any, self.proxy))
+            return self._calls
 
     def _enqueue(
         self, environ: Environ, start_response: StartResponse, rest: str

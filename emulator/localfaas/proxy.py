@@ -250,6 +250,12 @@ class Proxy:
             pool = self._pools[loop] = _Pool(loop, self.timeout)
         return pool
 
+    def close_pool(self) -> None:
+        """Close the running event loop's connections, before the loop ends."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            pool.close()
+
     def _ready(self, name: str) -> Address | None:
         return self.locate(name) if self.locate is not None else None
 
@@ -454,7 +460,7 @@ class _Exchange:
                 "headers": headers,
             }
         )
-        watch: asyncio.Future[Message] | None = None
+        watch: asyncio.Future[None] | None = None
         try:
             while True:
                 data = await connection.read()
@@ -561,6 +567,13 @@ class _Pool:
             connection.close()
             return
         idle.append(connection)
+
+    def close(self) -> None:
+        """Close every idle connection; busy ones close as their calls end."""
+        idle, self.idle = self.idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
 
     def forget(self, connection: _Connection) -> None:
         """Drop a connection that closed while idle."""
@@ -842,21 +855,25 @@ def _frame(part: bytes, chunked: bool, more: bool) -> bytes:
     return framed if more else framed + b"0\r\n\r\n"
 
 
-def _watch(receive: Receive, connection: _Connection) -> asyncio.Future[Message]:
+def _watch(receive: Receive, connection: _Connection) -> asyncio.Future[None]:
     # While an answer streams, the client's departure shows up only as a
     # pending receive() returning http.disconnect: then stop reading from
     # the function and free its connection.
     generation = connection.generation
-    watch = asyncio.ensure_future(receive())
+    watch = asyncio.ensure_future(_disconnect(receive))
 
-    def left(done: asyncio.Future[Message]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        if done.result()["type"] == "http.disconnect":
+    def left(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
             connection.abandon(generation)
 
     watch.add_done_callback(left)
     return watch
+
+
+async def _disconnect(receive: Receive) -> None:
+    # The request's own last message may still be waiting to be taken.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _call_ids() -> Iterator[bytes]:
