@@ -259,6 +259,23 @@ def running(stack: Stack) -> Iterator[Running]:
     served.stop()
 
 
+def drop_second_call(request: Request, sock: socket.socket) -> bool:
+    """Echo, but hang up unanswered on the first connection's second call."""
+    if request.connection == 0 and request.call == 1:
+        return False
+    return echo(request, sock)
+
+
+@pytest.fixture
+def stale() -> Iterator[tuple[Running, RawFunction]]:
+    """A gateway in front of ``fn``, whose first connection goes stale."""
+    function = RawFunction(drop_second_call)
+    served = serve(Stack(ports={"fn": function.port}))
+    yield served, function
+    served.stop()
+    function.close()
+
+
 class TestForwarding:
     """What the function receives and what the client gets back (§9)."""
 
@@ -360,43 +377,25 @@ class TestPool:
         }
         assert connections == {0}
 
-    def test_a_connection_closed_while_idle_is_retried_on_a_new_one(self) -> None:
+    def test_a_connection_closed_while_idle_is_retried_on_a_new_one(
+        self, stale: tuple[Running, RawFunction]
+    ) -> None:
         """The function drops the reused connection unanswered: sent again."""
-
-        def stale_once(request: Request, sock: socket.socket) -> bool:
-            if request.connection == 0 and request.call == 1:
-                return False
-            return echo(request, sock)
-
-        function = RawFunction(stale_once)
-        served = serve(Stack(ports={"fn": function.port}))
-        try:
-            first = httpx.post(f"{served.url}/function/fn", content=b"one")
-            second = httpx.post(f"{served.url}/function/fn", content=b"two")
-        finally:
-            served.stop()
-            function.close()
+        served, _ = stale
+        first = httpx.post(f"{served.url}/function/fn", content=b"one")
+        second = httpx.post(f"{served.url}/function/fn", content=b"two")
         assert first.json()["connection"] == 0
         assert second.status_code == 200
         assert second.json()["connection"] == 1
         assert second.json()["length"] == 3
 
-    def test_a_body_too_large_to_replay_is_not_sent_twice(self) -> None:
+    def test_a_body_too_large_to_replay_is_not_sent_twice(
+        self, stale: tuple[Running, RawFunction]
+    ) -> None:
         """A streamed body on a stale connection is the gateway's 502."""
-
-        def stale_once(request: Request, sock: socket.socket) -> bool:
-            if request.connection == 0 and request.call == 1:
-                return False
-            return echo(request, sock)
-
-        function = RawFunction(stale_once)
-        served = serve(Stack(ports={"fn": function.port}))
-        try:
-            httpx.get(f"{served.url}/function/fn")
-            large = httpx.post(f"{served.url}/function/fn", content=_pattern(3 << 20))
-        finally:
-            served.stop()
-            function.close()
+        served, function = stale
+        httpx.get(f"{served.url}/function/fn")
+        large = httpx.post(f"{served.url}/function/fn", content=_pattern(3 << 20))
         assert large.status_code == 502
         assert large.content == b""
         assert large.headers["x-call-id"]
