@@ -774,7 +774,11 @@ class ContainerSupervisor:
         """Remove containers of this state dir that nothing here keeps."""
         label = f"{OWNER_LABEL}={self.state_dir}"
         try:
-            found = self.client.containers.list(all=True, filters={"label": label})
+            # Sparse: a full listing inspects each container, and fails if
+            # one is removed meanwhile.
+            found = self.client.containers.list(
+                all=True, sparse=True, filters={"label": label}
+            )
         except (docker.errors.DockerException, OSError) as exc:
             log.warning("cannot list containers to clean up: %s", _reason(exc))
             return 0
@@ -782,7 +786,7 @@ class ContainerSupervisor:
             log.info(
                 "removing %d container(s) left by a previous run: %s",
                 len(found),
-                ", ".join(container.name for container in found),
+                ", ".join(_name_of(container) for container in found),
             )
         _each(found, _remove_container)
         return len(found)
@@ -1014,8 +1018,20 @@ def _remove_container(container: Any, timeout: float = 0.0) -> None:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
+    except docker.errors.APIError as exc:
+        # 409: another thread's removal of it is already under way.
+        if exc.status_code != 409:
+            name = _name_of(container)
+            log.warning("cannot remove container %s: %s", name, _reason(exc))
     except (docker.errors.DockerException, OSError) as exc:
-        log.warning("cannot remove container %s: %s", container.name, _reason(exc))
+        name = _name_of(container)
+        log.warning("cannot remove container %s: %s", name, _reason(exc))
+
+
+def _name_of(container: Any) -> str:
+    # A sparse listing gives "Names", an inspection "Name"; both start "/".
+    names = container.attrs.get("Names") or [container.attrs.get("Name")]
+    return str(names[0] or container.short_id).lstrip("/")
 
 
 def _each(items: Iterable[Any], action: Callable[[Any], None]) -> None:
