@@ -123,7 +123,7 @@ class Unreachable(Exception):
 
 
 class _ClientGone(Exception):
-    """The client disconnected before its request was read."""
+    """The client disconnected before its call was over."""
 
 
 class _Lost(ConnectionError):
@@ -383,11 +383,10 @@ class _Exchange:
 
     async def run(self, receive: Receive, send: Send) -> int:
         """Relay the call; the status the client got, for the metrics."""
+        body, more = b"", False
         try:
-            body, more = await self._read_body(receive)
-        except _ClientGone:
-            return 502
-        try:
+            if self.call.has_body:
+                body, more = await self._read_body(receive)
             connection = await self._send(body, more, receive)
         except _ClientGone:
             return 502
@@ -403,8 +402,6 @@ class _Exchange:
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         # Read up to the replayable size: the whole body of most calls.
-        if not self.call.has_body:
-            return b"", False
         parts: list[bytes] = []
         size, more = 0, True
         while more and size <= _REPLAYABLE:
@@ -418,13 +415,17 @@ class _Exchange:
         first = self.call.head(self.method, framing) + _frame(body, chunked, more)
         head_only = self.method == b"HEAD"
         for attempt in range(2):
-            connection, reused = await self.pool.acquire(self.call.address)
-            connection.begin(head_only, self.pool.timeout)
+            connection = self.pool.take(self.call.address)
+            reused = connection is not None
+            if connection is None:
+                connection = await self.pool.connect(self.call.address)
+            connection.begin(head_only)
             connection.write(first)
             try:
                 if more:
                     await _stream_body(connection, receive, chunked)
-                await connection.response()
+                if not connection.headers_done:
+                    await connection.response()
             except _Lost as exc:
                 self.pool.release(connection)
                 # A keep-alive connection the function closed while idle:
@@ -463,7 +464,7 @@ class _Exchange:
         watch: asyncio.Future[None] | None = None
         try:
             while True:
-                data = await connection.read()
+                data = connection.take() or await connection.read()
                 if connection.finished:
                     await send({"type": "http.response.body", "body": data})
                     break
@@ -547,16 +548,45 @@ class _Pool:
         self.loop = loop
         self.timeout = timeout
         self.idle: dict[Address, list[_Connection]] = {}
+        self.busy: set[_Connection] = set()
         self.call_ids = _call_ids()
+        # Deadlines are checked a few times per timeout, not timed one by
+        # one: a timer per call costs more than the check.
+        self._period = min(1.0, max(timeout / 4, 0.01))
+        self._sweep: asyncio.TimerHandle | None = None
 
-    async def acquire(self, address: Address) -> tuple[_Connection, bool]:
-        """A connection to ``address``, and whether it served a call before."""
+    def take(self, address: Address) -> _Connection | None:
+        """An idle connection to ``address`` that served a call before."""
         idle = self.idle.get(address)
         while idle:
             connection = idle.pop()
             if not connection.closed:
-                return connection, True
-        return await self._connect(address), False
+                return connection
+        return None
+
+    async def connect(self, address: Address) -> _Connection:
+        """A new connection to ``address``."""
+        host, port = address
+        _, connection = await asyncio.wait_for(
+            self.loop.create_connection(lambda: _Connection(self, address), host, port),
+            self.timeout,
+        )
+        return connection
+
+    def started(self, connection: _Connection) -> None:
+        """Give ``connection``'s call until the timeout to be answered."""
+        connection.deadline = self.loop.time() + self.timeout
+        self.busy.add(connection)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self._period, self._expire_late)
+
+    def _expire_late(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.busy if c.deadline <= now]:
+            connection.expire()
+        self._sweep = None
+        if self.busy:
+            self._sweep = self.loop.call_later(self._period, self._expire_late)
 
     def release(self, connection: _Connection) -> None:
         """Keep ``connection`` for the next call, or close it."""
@@ -570,6 +600,9 @@ class _Pool:
 
     def close(self) -> None:
         """Close every idle connection; busy ones close as their calls end."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         idle, self.idle = self.idle, {}
         for connections in idle.values():
             for connection in connections:
@@ -583,14 +616,6 @@ class _Pool:
         if not idle:
             # Replicas come and go on new ports; keep no empty lists.
             self.idle.pop(connection.address, None)
-
-    async def _connect(self, address: Address) -> _Connection:
-        host, port = address
-        _, connection = await asyncio.wait_for(
-            self.loop.create_connection(lambda: _Connection(self, address), host, port),
-            self.timeout,
-        )
-        return connection
 
 
 class _Connection(asyncio.Protocol):
@@ -624,19 +649,19 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.busy = False
         self.generation = 0
+        self.deadline = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._start(head_only=False)
 
     # -- the call, as the exchange drives it --------------------------------
 
-    def begin(self, head_only: bool, timeout: float) -> None:
-        """Start a call that must be answered within ``timeout`` seconds."""
+    def begin(self, head_only: bool) -> None:
+        """Start a call, to be answered within the pool's timeout."""
         self._start(head_only)
         self.busy = True
         self.generation += 1
-        self._timer = self.pool.loop.call_later(timeout, self._expire)
+        self.pool.started(self)
 
     def write(self, data: bytes) -> None:
         """Send request bytes; dropped once the connection has closed."""
@@ -661,6 +686,10 @@ class _Connection(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             await self._wait()
+        return self.take()
+
+    def take(self) -> bytes:
+        """The answer bytes already here, without waiting."""
         chunks = self.chunks
         if not chunks:
             return b""
@@ -678,9 +707,7 @@ class _Connection(asyncio.Protocol):
     def end(self) -> bool:
         """Close the call; True if the connection can carry another."""
         self.busy = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.pool.busy.discard(self)
         if self.closed:
             return False
         if self.done and self.keep_alive and self.error is None:
@@ -694,6 +721,11 @@ class _Connection(asyncio.Protocol):
         if self.busy and generation == self.generation:
             self._fail(_ClientGone())
             self.close()
+
+    def expire(self) -> None:
+        """End the call: its deadline has passed."""
+        self.expired = True
+        self.close()
 
     def close(self) -> None:
         """Close at once, dropping whatever is buffered."""
@@ -821,10 +853,6 @@ class _Connection(asyncio.Protocol):
             self.error = error
         self._wake()
 
-    def _expire(self) -> None:
-        self.expired = True
-        self.close()
-
     def _until_close(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
         return not names & {b"content-length", b"transfer-encoding"}
@@ -886,8 +914,8 @@ def _call_ids() -> Iterator[bytes]:
             raw[6] = raw[6] & 0x0F | 0x40
             raw[8] = raw[8] & 0x3F | 0x80
             text = raw.hex()
-            uuid = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-            yield uuid.encode()
+            call_id = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+            yield call_id.encode()
 
 
 def _upstream_path(scope: Scope) -> bytes:
