@@ -57,7 +57,8 @@ def test_flask_template_carries_an_identical_runtime() -> None:
         source / "faas_runtime", copy / "faas_runtime", names, shallow=False
     )
     assert (mismatch, errors) == ([], []), "run scripts/sync-templates"
-    assert filecmp.cmp(source / "Dockerfile", copy / "Dockerfile", shallow=False)
+    for shared in ("Dockerfile", ".dockerignore"):
+        assert filecmp.cmp(source / shared, copy / shared, shallow=False), shared
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -384,6 +384,48 @@ def plain_http_problem(options: UpOptions) -> tuple[str, str] | None:
     )
 
 
+# --- build ------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "-f",
+    "--yaml",
+    "stack_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Stack file; default stack.yaml, then stack.yml.",
+)
+@click.option("--shrinkwrap", is_flag=True, help="Only lay out build/<fn>.")
+@click.option(
+    "-b",
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A build argument; repeat for more.",
+)
+@click.option("--no-cache", is_flag=True, help="Build without the layer cache.")
+def build(
+    names: tuple[str, ...],
+    stack_file: Path | None,
+    shrinkwrap: bool,
+    build_args: tuple[str, ...],
+    no_cache: bool,
+) -> None:
+    """Build the functions' images as faas-cli build does."""
+    # Imported here: the docker SDK stays out of every other command.
+    from localfaas.builder import run_build_command
+
+    run_build_command(
+        stack_file,
+        names,
+        shrinkwrap=shrinkwrap,
+        build_args=build_args,
+        no_cache=no_cache,
+    )
+
+
 # --- new --------------------------------------------------------------------
 
 
