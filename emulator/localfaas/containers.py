@@ -413,12 +413,14 @@ class ContainerSupervisor:
         shutil.rmtree(folder, ignore_errors=True)
         try:
             _copy_sources(deployment, folder)
-            return self._build(deployment, folder, progress)
         except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
             raise DeployError(
                 deployment.name,
                 f"cannot lay out its build folder {str(folder)!r}: {exc}",
             ) from exc
+        try:
+            return self._build(deployment, folder, progress)
         finally:
             # The image holds it now.
             shutil.rmtree(folder, ignore_errors=True)
@@ -439,7 +441,7 @@ class ContainerSupervisor:
                 folder,
                 client=self.client,
                 build_args=self.build_args,
-                progress=progress or _discard_line,
+                progress=progress or _debug_log(deployment.name),
             )
         except LocalfaasError as exc:
             hint = f"\nHint: {exc.hint}" if exc.hint else ""
@@ -1098,5 +1100,10 @@ def _describe(status: int | None) -> str:
     return f"exited with status {status}"
 
 
-def _discard_line(line: str) -> None:
-    """A progress sink for callers that do not show the build."""
+def _debug_log(name: str) -> Progress:
+    """Where build output goes when nobody watches (an API deploy)."""
+
+    def show(line: str) -> None:
+        log.debug("%s build: %s", name, line)
+
+    return show
