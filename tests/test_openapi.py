@@ -10,8 +10,8 @@ unless the document declares it for that operation.
 
 from __future__ import annotations
 
-import contextlib
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import yaml
 from emulator_support import Emulator, make_project, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import CheckContext, GenerationMode, Response
+from schemathesis import CheckContext, DeserializationContext, GenerationMode, Response
 from schemathesis.generation.case import Case as GeneratedCase
 from schemathesis.schemas import APIOperation, BaseSchema
 from schemathesis.specs.openapi.checks import (
@@ -36,15 +36,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from localfaas.queue import InvalidCallbackUrl, validate_callback_url
+from localfaas.secrets import InvalidSecretName, validate_secret_name
 
 Case = GeneratedCase[Any]
 Operation = APIOperation[Any, Any, Any, Any]
 
 DOCUMENT = Path(__file__).parents[1] / "emulator/localfaas/openapi.yaml"
 
-# Commands the generated deployments may run. A deployed envProcess runs
-# whenever its function is called, and generated calls do reach generated
-# functions, so generated commands are never run.
+# A deployed envProcess is run (as a stack function's process, or for each
+# call behind the classic watchdog), and generated calls can reach generated
+# functions; so a generated command is swapped for one of these.
 SAFE_COMMANDS = ("cat", "env", "wc -c")
 FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "host", "connection", "expect", "te"}
@@ -95,6 +96,16 @@ def api(emulator: Emulator) -> BaseSchema:
     )
     url = f"{emulator.url}/system/openapi.yaml"
     return schemathesis.openapi.from_url(url, config=config, auth=emulator.auth)
+
+
+@schemathesis.deserializer("text/plain")
+def plain_text(ctx: DeserializationContext, response: Response) -> str:
+    """Text bodies as strings, so their declared schemas are checked too.
+
+    schemathesis reads only JSON and YAML by itself; the error messages the
+    document pins down (duplicate deploy, unknown function...) are text.
+    """
+    return response.content.decode("utf-8")
 
 
 def no_undeclared_server_error(
@@ -156,6 +167,11 @@ def make_safe(case: Case, emulator: Emulator) -> None:
         command = body.get("envProcess")
         if isinstance(command, str) and command:
             body["envProcess"] = SAFE_COMMANDS[len(command) % len(SAFE_COMMANDS)]
+        # A listed secret with an invalid name crashes the deploy: a fault
+        # test_fuzz_system.py pins. Drop this once that test passes.
+        secrets = body.get("secrets")
+        if isinstance(secrets, list):
+            body["secrets"] = [name for name in secrets if valid_secret_name(name)]
 
     # Framing headers belong to HTTP, not to this API: a generated
     # Transfer-Encoding gets the server's 400 before any route is chosen
@@ -170,6 +186,15 @@ def make_safe(case: Case, emulator: Emulator) -> None:
     follow = case.query.get("follow")
     if isinstance(follow, str) and follow.lower() in ("true", "1"):
         case.query["follow"] = "false"
+
+
+def valid_secret_name(name: object) -> bool:
+    """Whether OpenFaaS would accept ``name`` as a secret's name."""
+    try:
+        validate_secret_name(str(name))
+    except InvalidSecretName:
+        return False
+    return isinstance(name, str)
 
 
 def calls_out(url: str) -> bool:
@@ -187,14 +212,29 @@ def cases(operation: Operation) -> st.SearchStrategy[Case]:
         *operation.get_strategies_from_examples(),
         operation.as_strategy(GenerationMode.POSITIVE),
     ]
-    # Some operations have nothing that can be made invalid.
-    with contextlib.suppress(Exception):
+    # An operation without parameters or body has nothing to make invalid.
+    if list(operation.iter_parameters()) or len(operation.body):
         strategies.append(operation.as_strategy(GenerationMode.NEGATIVE))
     return st.one_of(strategies)
 
 
+@pytest.fixture(scope="module")
+def sent() -> Iterator[Counter[str]]:
+    """Requests sent per operation, printed at the module's end."""
+    counts: Counter[str] = Counter()
+    yield counts
+    if counts:
+        total = sum(counts.values())
+        print(f"\nopenapi: {total} checked requests over {len(counts)} operations")
+
+
 def check_operation(
-    api: BaseSchema, emulator: Emulator, method: str, path: str, examples: int
+    api: BaseSchema,
+    emulator: Emulator,
+    sent: Counter[str],
+    method: str,
+    path: str,
+    examples: int,
 ) -> None:
     """Send ``examples`` generated requests to one operation; check each."""
     operation = api[path][method]
@@ -212,25 +252,26 @@ def check_operation(
     def run(case: Case) -> None:
         make_safe(case, emulator)
         case.call_and_validate(checks=CHECKS, auth=auth)
+        sent[f"{method} {path}"] += 1
 
     run()
 
 
 @pytest.mark.parametrize(("method", "path"), operations())
 def test_operation_answers_as_documented(
-    api: BaseSchema, emulator: Emulator, method: str, path: str
+    api: BaseSchema, emulator: Emulator, sent: Counter[str], method: str, path: str
 ) -> None:
     """Each operation answers only as the document says it does."""
-    check_operation(api, emulator, method, path, examples=6)
+    check_operation(api, emulator, sent, method, path, examples=6)
 
 
 @pytest.mark.long
 @pytest.mark.parametrize(("method", "path"), operations())
 def test_operation_answers_as_documented_at_length(
-    api: BaseSchema, emulator: Emulator, method: str, path: str
+    api: BaseSchema, emulator: Emulator, sent: Counter[str], method: str, path: str
 ) -> None:
     """The same checks over many more requests per operation."""
-    check_operation(api, emulator, method, path, examples=200)
+    check_operation(api, emulator, sent, method, path, examples=200)
 
 
 class TestDocument:
@@ -273,6 +314,30 @@ class TestDocument:
             "/metrics": {"get"},
         }
 
+    def test_methods_left_out_are_refused(self, emulator: Emulator) -> None:
+        """A method the document leaves out of a route gets the router's 405.
+
+        /function/ passes every method to the function, and /metrics
+        answers any method, as the gateway's metrics port does.
+        """
+        paths = yaml.safe_load(DOCUMENT.read_text())["paths"]
+        routed = {
+            path: item
+            for path, item in paths.items()
+            if not path.startswith("/function/") and path != "/metrics"
+        }
+
+        with emulator.admin() as client:
+            for path, item in routed.items():
+                url = path.format(name="echo", ns="openfaas-fn")
+                for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                    if method.lower() in item:
+                        continue
+                    response = client.request(method, url)
+                    assert (response.status_code, response.content) == (405, b""), (
+                        f"{method} {url}"
+                    )
+
     def test_only_system_routes_need_the_login(self) -> None:
         """Basic auth is required under /system/ and nowhere else."""
         document = yaml.safe_load(DOCUMENT.read_text())
@@ -284,3 +349,23 @@ class TestDocument:
                     continue
                 security = operation.get("security", default)
                 assert (security == [{"admin": []}]) == path.startswith("/system/")
+
+
+class TestKnownFaults:
+    """Faults found while checking the document, pinned until fixed."""
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="system.py logs: a since without an offset parses as a naive "
+        "datetime, whose comparison with aware ones raises TypeError after "
+        "the 200 is sent",
+    )
+    def test_since_without_an_offset_is_refused(self, emulator: Emulator) -> None:
+        """RFC 3339 needs the offset; without it ``since`` does not parse."""
+        query = {"name": "echo", "since": "2026-01-01T00:00:00"}
+
+        with emulator.admin() as client:
+            response = client.get("/system/logs", params=query)
+
+        assert response.status_code == 500
+        assert response.text == "unknown log request error (422)\n"
