@@ -399,6 +399,10 @@ class TestSecretsAPI:
             assert update.status_code == 202
             listed = client.get("/system/secrets").json()
             assert {"name": "api-key", "namespace": "openfaas-fn"} in listed
+            # The functions' own secret folders are not secrets (a regression:
+            # they once lived in the store's folder and were listed).
+            names = {item["name"] for item in listed}
+            assert not names & {"echo", "signed"}
             assert "n3w" not in json.dumps(listed)
             removed = client.request(
                 "DELETE", "/system/secrets", json={"name": "api-key"}

@@ -88,7 +88,7 @@ def test_auth_plugin_contract_end_to_end(
         # Functions do not depend on the plugin.
         assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
     finally:
-        assert emulator.stop() == 0
+        assert emulator.stop() == 130
 
 
 class _Callbacks(http.server.BaseHTTPRequestHandler):
@@ -175,7 +175,7 @@ def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
     project = make_project(tmp_path / "p")
     emulator: Emulator = start(project, cache)
     assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
-    assert emulator.stop(signal.SIGINT) == 0
+    assert emulator.stop(signal.SIGINT) == 130
     assert _processes_under(project) == []
     assert "every function process has exited" in emulator.output()
 

@@ -82,7 +82,7 @@ def up(options: UpOptions) -> None:
 
     secrets = SecretStore(project / ".secrets", state)
     with _supervisor(options, state, secrets) as supervisor:
-        functions = _functions(supervisor, stack)
+        functions = _functions(supervisor, stack, runs_images=options.docker)
         gateway = _gateway(options, state, functions, secrets)
         queue = AsyncQueue(state, gateway.invoke_queued, workers=options.queue_workers)
         gateway.queue = queue
@@ -118,9 +118,11 @@ def _supervisor(options: UpOptions, state: Path, secrets: SecretStore) -> Superv
     return cast(Supervisor, containers)
 
 
-def _functions(supervisor: Supervisor, stack: Stack) -> Functions:
+def _functions(supervisor: Supervisor, stack: Stack, *, runs_images: bool) -> Functions:
     metrics = GatewayMetrics(lambda: functions.replica_counts())
-    functions = Functions(supervisor, metrics, sources_of(stack))
+    functions = Functions(
+        supervisor, metrics, sources_of(stack), runs_images=runs_images
+    )
     return functions
 
 

@@ -8,8 +8,9 @@ deployment runs, and answers the proxy's "where is this function?".
 A deployment whose image names a function of the loaded stack runs that
 function's handler with its template (this is what ``faas-cli deploy``
 against the emulator sends); one that gives only a command (``envProcess``)
-runs it the classic-watchdog way; any other image cannot run as a local
-process, and is refused with a 400 that says so.
+runs it the classic-watchdog way; any other image runs only in container
+mode (``up --docker``, which pulls it), and is otherwise refused with a 400
+that says so.
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ class Functions:
         metrics: GatewayMetrics,
         sources: dict[str, Source],
         *,
+        runs_images: bool = False,
         endpoint_timeout: float = 30.0,
     ) -> None:
         self.supervisor = supervisor
+        # In container mode any image runs (pulled when missing).
+        self.runs_images = runs_images
         self.metrics = metrics
         self.sources = sources
         self.endpoint_timeout = endpoint_timeout
@@ -202,7 +206,7 @@ class Functions:
     def deployment_for(self, request: FunctionRequest) -> Deployment:
         """What the supervisor runs for ``request``; 400 if it cannot."""
         source = self.sources.get(tag_image(request.image))
-        if source is None and not request.envProcess:
+        if source is None and not request.envProcess and not self.runs_images:
             raise RequestError(
                 400,
                 f"image {request.image!r} is not a function of the loaded stack "

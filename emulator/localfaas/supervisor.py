@@ -506,7 +506,7 @@ class Supervisor:
         )
 
     def _materialize(self, deployment: Deployment) -> Path:
-        folder = self.state_dir / "secrets" / deployment.name
+        folder = self.state_dir / "mounts" / deployment.name
         if self._secrets is not None:
             self._secrets.materialize(deployment.secrets, folder)
             return folder
@@ -751,7 +751,7 @@ class Supervisor:
 
     def _forget_secrets(self, name: str) -> None:
         # The values are plain files: keep them no longer than needed.
-        shutil.rmtree(self.state_dir / "secrets" / name, ignore_errors=True)
+        shutil.rmtree(self.state_dir / "mounts" / name, ignore_errors=True)
 
     # -- the monitor --------------------------------------------------------
 
