@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from emulator_support import ROOT, Emulator, make_project, start
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localfaas.secrets import InvalidSecretName, validate_secret_name
@@ -470,12 +470,11 @@ def healthy(client: httpx.Client, emulator: Emulator, printed: int) -> None:
     assert "Traceback" not in output, last_traceback(output)
 
 
-def settle(client: httpx.Client, emulator: Emulator) -> set[str]:
+def settle(client: httpx.Client, emulator: Emulator) -> None:
     """Wait until each function serves or failed to start; remove the failed.
 
     Scaling a function that never started is a fault ``TestKnownFaults``
-    pins, so the fuzzers that follow meet only functions that run. Returns
-    the names of the functions left.
+    pins, so the fuzzers that follow meet only functions that run.
     """
     deadline = time.monotonic() + 60
     while True:
@@ -487,24 +486,9 @@ def settle(client: httpx.Client, emulator: Emulator) -> set[str]:
             body = {"functionName": name}
             client.request("DELETE", "/system/functions", json=body, auth=emulator.auth)
         if waiting == failed:
-            return {item["name"] for item in listed} - failed
+            return
         assert time.monotonic() < deadline, f"not serving after 60 s: {waiting}"
         time.sleep(0.2)
-
-
-def meets_known_fault(
-    operation: Operation, request: Request, functions: set[str]
-) -> bool:
-    """Whether ``request`` would trigger a fault ``TestKnownFaults`` pins.
-
-    Secrets and functions share a folder in the emulator's state, so a
-    secret named like a function is read as that function's folder.
-    """
-    if not operation.path.startswith("/system/secrets"):
-        return False
-    raw = json_object(request.body)
-    name = raw.get("name") if raw is not None else None
-    return isinstance(name, str) and name in functions
 
 
 def fuzz(
@@ -515,7 +499,7 @@ def fuzz(
     examples: int,
 ) -> None:
     """Send ``examples`` generated requests; check each, then the emulator."""
-    functions = settle(client, emulator)
+    settle(client, emulator)
     printed = len(emulator.output())
 
     @settings(
@@ -525,7 +509,6 @@ def fuzz(
     )
     @given(request=requests(operation))
     def run(request: Request) -> None:
-        assume(not meets_known_fault(operation, request, functions))
         response = send(client, emulator, operation, request)
         answer_is_allowed(emulator, operation, request, response, tally)
 
@@ -555,10 +538,34 @@ def test_generated_bodies_get_contract_answers_at_length(
     fuzz(client, emulator, tally, operation, examples=1000)
 
 
+class TestSecretsBesideFunctions:
+    """A function's name is not a secret's (the fuzzers found they were)."""
+
+    def test_functions_are_not_listed_as_secrets(
+        self, client: httpx.Client, emulator: Emulator, own_function: str
+    ) -> None:
+        """§8.8: the list holds secrets only, and no secret has this name."""
+        listed = client.get("/system/secrets", auth=emulator.auth).json()
+
+        assert own_function not in {item["name"] for item in listed}
+
+    def test_deleting_a_secret_named_like_a_function_is_a_404(
+        self, client: httpx.Client, emulator: Emulator, own_function: str
+    ) -> None:
+        """§8.8: no secret of that name, so 404 (it was a 500 and a traceback)."""
+        body = {"name": own_function}
+
+        response = client.request(
+            "DELETE", "/system/secrets", json=body, auth=emulator.auth
+        )
+
+        assert response.status_code == 404
+
+
 @pytest.fixture(scope="module")
 def own_function(client: httpx.Client, emulator: Emulator) -> str:
-    """A function of the known-fault tests' own, whatever the fuzzers did."""
-    name = "fault-shared-folder"
+    """A function of these tests' own, serving whatever the fuzzers did."""
+    name = "shared-name"
     body = {"service": name, "image": "test/echo"}
     deployed = client.post("/system/functions", json=body, auth=emulator.auth)
     assert deployed.status_code == 202
@@ -569,10 +576,10 @@ def own_function(client: httpx.Client, emulator: Emulator) -> str:
 class TestKnownFaults:
     """Faults the fuzzers found in the admin API, pinned until fixed.
 
-    Most are unhandled exceptions: a bare 500 and a traceback in the
-    emulator's output. ``without_known_faults``, ``settle`` and
-    ``meets_known_fault`` keep the fuzzers away from them; drop each
-    allowance when its test here passes (strict xfail fails then).
+    Each is an unhandled exception: a bare 500 and a traceback in the
+    emulator's output. ``without_known_faults`` and ``settle`` keep the
+    fuzzers away from them; drop each allowance when its test here passes
+    (a strict xfail fails then).
     """
 
     @pytest.mark.xfail(
@@ -633,36 +640,6 @@ class TestKnownFaults:
         assert response.status_code == 202 or response.text.startswith(
             "Unable to lookup function deployment "
         )
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="secrets.py and supervisor.py share <state>/secrets/: each "
-        "function's mount folder is listed as a secret",
-    )
-    def test_functions_are_not_listed_as_secrets(
-        self, client: httpx.Client, emulator: Emulator, own_function: str
-    ) -> None:
-        """§8.8: the list holds secrets only, and no secret has this name."""
-        listed = client.get("/system/secrets", auth=emulator.auth).json()
-
-        assert own_function not in {item["name"] for item in listed}
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="secrets.py and supervisor.py share <state>/secrets/: "
-        "deleting a secret named like a function unlinks a folder",
-    )
-    def test_deleting_a_secret_named_like_a_function_is_a_404(
-        self, client: httpx.Client, emulator: Emulator, own_function: str
-    ) -> None:
-        """§8.8: no secret of that name, so 404 (it is a 500 and a traceback)."""
-        body = {"name": own_function}
-
-        response = client.request(
-            "DELETE", "/system/secrets", json=body, auth=emulator.auth
-        )
-
-        assert response.status_code == 404
 
 
 def wait_for(emulator: Emulator, text: str) -> None:
