@@ -31,7 +31,7 @@ from localfaas.errors import ConfigurationError
 from localfaas.fastpath import FastPath, GatewayServer
 from localfaas.gateway import Gateway
 from localfaas.metrics import GatewayMetrics
-from localfaas.proxy import Address, Proxy, UnknownFunction
+from localfaas.proxy import Address, Proxy, UnknownFunction, Unreachable
 from localfaas.queue import QueuedCall
 from localfaas.tls import TlsFiles, ensure_certificates
 
@@ -167,10 +167,22 @@ class Stack:
 
     ports: dict[str, int] = field(default_factory=dict)
     system_lines: list[threading.Event] = field(default_factory=list)
+    # Functions with no ready replica: only the blocking resolve finds one,
+    # in a thread, as when scaling from zero.
+    cold: set[str] = field(default_factory=set)
+    resolved_in: list[str] = field(default_factory=list)
 
-    def locate(self, name: str) -> Address:
+    def locate(self, name: str) -> Address | None:
+        if name in self.cold:
+            return None
+        return self.resolve(name)
+
+    def resolve(self, name: str) -> Address:
+        self.resolved_in.append(threading.current_thread().name)
         if name not in self.ports:
             raise UnknownFunction(name)
+        if self.ports[name] == 0:
+            raise Unreachable(name)
         return ("127.0.0.1", self.ports[name])
 
 
@@ -210,7 +222,7 @@ def serve(
     """Start a gateway for ``stack`` on a free port, in a thread."""
     metrics = GatewayMetrics(lambda: dict.fromkeys(stack.ports, 1))
     proxy = Proxy(
-        stack.locate,
+        stack.resolve,
         metrics,
         timeout=timeout,
         served_by="localfaas/test",
@@ -513,6 +525,31 @@ class TestAnswers:
         assert (response.status, response.read()) == (status, body)
         assert response.getheader("location") == location
         connection.close()
+
+    def test_a_function_with_no_ready_replica_is_waited_for_in_a_thread(
+        self, stack: Stack
+    ) -> None:
+        """Scale from zero: the blocking lookup runs off the event loop."""
+        stack.cold.add("echo")
+        served = serve(stack)
+        try:
+            response = httpx.get(f"{served.url}/function/echo")
+        finally:
+            served.stop()
+        assert response.status_code == 200
+        assert stack.resolved_in
+        assert served.thread.name not in stack.resolved_in
+
+    def test_a_function_whose_replicas_never_start_is_a_500(self) -> None:
+        """No replica in time: Can't reach service, as the provider says."""
+        stack = Stack(ports={"stuck": 0}, cold={"stuck"})
+        served = serve(stack)
+        try:
+            response = httpx.get(f"{served.url}/function/stuck")
+        finally:
+            served.stop()
+        assert response.status_code == 500
+        assert response.content == b"Can't reach service for: stuck.\n"
 
     def test_a_function_that_refuses_connections_is_a_500(self) -> None:
         """Can't reach service, as the provider says it (§9.4)."""

@@ -223,6 +223,7 @@ def _environ_for(call: QueuedCall, path: str) -> Environ:
         "QUERY_STRING": call.query,
         "REMOTE_ADDR": "127.0.0.1",
         "REMOTE_PORT": "0",
+        # The ASGI bridge reads the server's name and the URL scheme too.
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "0",
         "SERVER_PROTOCOL": "HTTP/1.1",
