@@ -31,8 +31,6 @@ from emulator_support import ROOT, Emulator, make_project, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localfaas.secrets import InvalidSecretName, validate_secret_name
-
 RESULTS = ROOT / ".localfaas-results"
 
 # Function names the generated bodies share, so deploy, update, scale and
@@ -252,7 +250,7 @@ def objects(draw: st.DrawFn, operation: Operation, sensible: bool) -> dict[str, 
             continue
         values = FIELD_VALUES.get(key, json_values)
         body[draw(spelled(key))] = draw(values if sensible else values | json_values)
-    return harmless(without_known_faults(body))
+    return harmless(body)
 
 
 def harmless(body: dict[str, Any]) -> dict[str, Any]:
@@ -262,35 +260,6 @@ def harmless(body: dict[str, Any]) -> dict[str, Any]:
         if command and value not in COMMANDS:
             body[key] = NOWHERE + value
     return body
-
-
-def without_known_faults(body: dict[str, Any]) -> dict[str, Any]:
-    """Leave out what triggers the faults ``TestKnownFaults`` pins.
-
-    That is invalid names in a deployment's secret list, and non-ASCII
-    text in a secret's rawValue. Remove each once its test passes.
-    """
-    keys = {key.lower(): key for key in body}
-    secrets = body.get(keys.get("secrets", ""))
-    if isinstance(secrets, list):
-        valid = [name for name in secrets if secret_name_problem(name) is None]
-        body[keys["secrets"]] = valid
-
-    raw_value = body.get(keys.get("rawvalue", ""))
-    if isinstance(raw_value, str) and not raw_value.isascii():
-        body[keys["rawvalue"]] = raw_value.encode("ascii", "ignore").decode()
-    return body
-
-
-def secret_name_problem(name: object) -> str | None:
-    """Why OpenFaaS would refuse ``name`` as a secret name, if it would."""
-    if not isinstance(name, str):
-        return "not a string"
-    try:
-        validate_secret_name(name)
-    except InvalidSecretName as exc:
-        return str(exc)
-    return None
 
 
 def encoded(value: Any) -> bytes:
@@ -473,8 +442,7 @@ def healthy(client: httpx.Client, emulator: Emulator, printed: int) -> None:
 def settle(client: httpx.Client, emulator: Emulator) -> None:
     """Wait until each function serves or failed to start; remove the failed.
 
-    Scaling a function that never started is a fault ``TestKnownFaults``
-    pins, so the fuzzers that follow meet only functions that run.
+    The fuzzers that follow then meet only functions that run.
     """
     deadline = time.monotonic() + 60
     while True:
@@ -573,20 +541,13 @@ def own_function(client: httpx.Client, emulator: Emulator) -> str:
     return name
 
 
-class TestKnownFaults:
-    """Faults the fuzzers found in the admin API, pinned until fixed.
+class TestFoundFaults:
+    """Faults the fuzzers found in the admin API, kept as regressions.
 
-    Each is an unhandled exception: a bare 500 and a traceback in the
-    emulator's output. ``without_known_faults`` and ``settle`` keep the
-    fuzzers away from them; drop each allowance when its test here passes
-    (a strict xfail fails then).
+    Each was an unhandled exception: a bare 500 and a traceback in the
+    emulator's output.
     """
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="system.py _check_secrets: SecretStore.exists raises "
-        "InvalidSecretName for a listed name like 'A'",
-    )
     def test_deploy_listing_an_invalid_secret_name_is_a_400(
         self, client: httpx.Client, emulator: Emulator
     ) -> None:
@@ -597,11 +558,6 @@ class TestKnownFaults:
 
         assert response.status_code == 400
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="system.py _secret_body: base64.b64decode raises ValueError, "
-        "not binascii.Error, for non-ASCII text",
-    )
     def test_a_raw_value_that_is_not_ascii_is_a_400(
         self, client: httpx.Client, emulator: Emulator
     ) -> None:
@@ -612,11 +568,6 @@ class TestKnownFaults:
 
         assert response.status_code == 400
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="system.py scale: Supervisor.scale raises FunctionNotFound "
-        "for a function accepted but not (or never) started",
-    )
     def test_scaling_a_function_that_never_started_is_answered(
         self, client: httpx.Client, emulator: Emulator
     ) -> None:

@@ -351,15 +351,9 @@ class TestDocument:
                 assert (security == [{"admin": []}]) == path.startswith("/system/")
 
 
-class TestKnownFaults:
-    """Faults found while checking the document, pinned until fixed."""
+class TestFoundFaults:
+    """Faults found while checking the document, kept as regressions."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="system.py logs: a since without an offset parses as a naive "
-        "datetime, whose comparison with aware ones raises TypeError after "
-        "the 200 is sent",
-    )
     def test_since_without_an_offset_is_refused(self, emulator: Emulator) -> None:
         """RFC 3339 needs the offset; without it ``since`` does not parse."""
         query = {"name": "echo", "since": "2026-01-01T00:00:00"}

@@ -56,7 +56,15 @@ class EnvsubstError(ValueError):
 
 def substitute(text: str, env: Mapping[str, str]) -> str:
     """Expand every ``${...}`` in *text* from *env*, unset meaning ``""``."""
-    return _Expander(text, env).document()
+    expander = _Expander(text, env)
+    try:
+        return expander.document()
+    except RecursionError as error:
+        # Each nested ${V:-...} default is parsed by recursion.
+        line = text.count("\n", 0, expander.pos) + 1
+        raise EnvsubstError(
+            "${...} defaults are nested too deeply to expand", line
+        ) from error
 
 
 class _Expander:

@@ -333,13 +333,21 @@ def parse_yaml(text: str) -> Any:
     and ``dict`` with a ``line``; ``~``/``null``/empty is None. A duplicate
     key or a syntax error raises ``ValueError`` naming the line.
     """
-    loader = _GoLoader(text)
+    try:
+        # Inside the try: the loader's reader refuses control characters
+        # (a stray NUL from a bad paste) as soon as it is made.
+        loader = _GoLoader(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from error
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as error:
         raise ValueError(_describe_yaml_error(error)) from error
     except yaml.YAMLError as error:
         raise ValueError(str(error)) from error
+    except RecursionError as error:
+        # PyYAML recurses once per nesting level.
+        raise ValueError("the YAML is nested too deeply to read") from error
     finally:
         loader.dispose()
 

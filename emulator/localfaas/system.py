@@ -38,7 +38,7 @@ from .secrets import (
     SecretReadOnly,
     SecretStore,
 )
-from .supervisor import LogLine
+from .supervisor import FunctionNotFound, LogLine
 
 log = logging.getLogger("localfaas.system")
 
@@ -226,7 +226,13 @@ class SystemAPI:
         # The CE gateway clamps to 1..5; the labels narrow that further.
         wanted = max(1, min(replicas, 5))
         wanted = max(request.min_replicas, min(wanted, request.max_replicas))
-        self.functions.scale(name, wanted)
+        try:
+            self.functions.scale(name, wanted)
+        except FunctionNotFound:
+            # Accepted, but not started (yet, or ever): nothing to scale.
+            return _text(
+                start_response, 500, f"Unable to lookup function deployment {name}"
+            )
         return _text(start_response, 202, "")
 
     def _status(self, request: FunctionRequest) -> dict[str, Any]:
@@ -242,7 +248,11 @@ class SystemAPI:
 
     def _check_secrets(self, request: FunctionRequest, prefix: str) -> None:
         for name in request.secrets:
-            if not self.secrets.exists(name):
+            try:
+                found = self.secrets.exists(name)
+            except InvalidSecretName:
+                found = False  # a name no secret can have is not found
+            if not found:
                 raise RequestError(400, f'{prefix} "{name}" not found\n')
 
     # -- info, namespaces ----------------------------------------------------
@@ -422,7 +432,7 @@ def _secret_body(body: bytes) -> tuple[str, bytes]:
     if isinstance(encoded, str) and encoded:
         try:
             return name, base64.b64decode(encoded, validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:
             raise RequestError(400, f"rawValue is not base64: {exc}\n") from exc
     value = raw.get("value")
     if not isinstance(value, str):
@@ -433,7 +443,11 @@ def _secret_body(body: bytes) -> tuple[str, bytes]:
 def _since(raw: str | None) -> datetime | None:
     if not raw:
         return None
-    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        # RFC 3339 requires an offset; a naive time cannot be compared.
+        raise ValueError(f"since={raw!r} has no UTC offset")
+    return moment
 
 
 def _log_json(line: LogLine) -> bytes:
