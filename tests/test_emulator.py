@@ -164,6 +164,16 @@ class TestFunctionsAPI:
                 b"is not a function of the loaded stack",
             ),
             (b"service=echo&image=x", 400, b"failed to unmarshal request"),
+            (
+                b'{"service":"ok","image":"x","envVars":{"A=B":"c"}}',
+                400,
+                b"cannot be an environment variable",
+            ),
+            (
+                b'{"service":"ok","image":"x","labels":{"com.openfaas.scale.min":"99"}}',
+                400,
+                b"com.openfaas.scale.min above 5 not available",
+            ),
         ],
     )
     def test_malformed_deploys_are_400_with_a_message(

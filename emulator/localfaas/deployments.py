@@ -116,6 +116,21 @@ def validate(request: FunctionRequest) -> None:
             f"validation failed: image: ({request.image}) is not a valid "
             "repository/tag\n",
         )
+    for key, value in request.envVars.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise RequestError(
+                400,
+                f"validation failed: envVars: ({key!r}) cannot be an environment "
+                "variable: names need no '=', names and values no NUL\n",
+            )
+    for label in ("com.openfaas.scale.min", "com.openfaas.scale.max"):
+        # OpenFaaS CE refuses more than 5 replicas (§8.2).
+        if _positive(request.labels.get(label), 0) > 5:
+            raise RequestError(
+                400,
+                f"validation failed: {label} above 5 not available for "
+                "Community Edition\n",
+            )
     check_namespace(request.namespace)
 
 
