@@ -108,6 +108,19 @@ def lay_out_function(
     return folder
 
 
+@pytest.fixture(autouse=True)
+def secrets_recheck_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process verifiers see a rewritten secret file at once.
+
+    The runtime asks whether a secret file changed at most once a second;
+    tests that rotate keys in-process would otherwise wait. Runtime
+    processes keep the real interval (tests/test_auth_middleware.py).
+    """
+    from faas_runtime import _secrets
+
+    monkeypatch.setattr(_secrets, "RECHECK", 0.0)
+
+
 @pytest.fixture
 def function_process(tmp_path: Path) -> Iterator[object]:
     """Make function processes from handler source; stop them afterwards."""

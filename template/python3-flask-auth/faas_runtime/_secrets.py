@@ -4,15 +4,27 @@ OpenFaaS mounts each secret as ``/var/openfaas/secrets/<name>``. A file is
 re-read when it changes on disk, so a rotated secret takes effect without a
 restart, and every non-empty line counts as one value, so a new key can be
 added before the old one is removed.
+
+Whether the file changed is asked at most once a second (``RECHECK``): a
+``stat`` per request cost as much as the HMAC itself. A rotation or a
+removal therefore takes effect within a second; Kubernetes takes far longer
+to update a mounted secret.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ._errors import ConfigError
+
+RECHECK = 1.0
+
+T = TypeVar("T")
 
 
 class SecretFile:
@@ -22,8 +34,10 @@ class SecretFile:
         self.path = path
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0
         self._data = b""
         self._lines: list[str] | None = None
+        self._derived: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -31,6 +45,10 @@ class SecretFile:
 
     def read_bytes(self) -> bytes:
         """The file's content; raise ``ConfigError`` if absent or empty."""
+        now = time.monotonic()
+        if self._stamp is not None and now - self._checked < RECHECK:
+            return self._data
+
         try:
             stat = os.stat(self.path)
         except OSError as exc:
@@ -41,7 +59,9 @@ class SecretFile:
             if stamp != self._stamp:
                 self._data = self._load()
                 self._lines = None
+                self._derived = {}
                 self._stamp = stamp
+            self._checked = now
             return self._data
 
     def lines(self) -> list[str]:
@@ -59,6 +79,19 @@ class SecretFile:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         self._lines = lines
         return list(lines)
+
+    def derived(self, name: str, build: Callable[[list[str]], T]) -> T:
+        """``build(lines)``, computed once per version of the file.
+
+        Verifiers keep their parsed keys here (encoded, base64-decoded,
+        loaded PEM) instead of parsing them again on every request.
+        """
+        lines = self.lines()
+        derived = self._derived
+        if name not in derived:
+            derived[name] = build(lines)
+        value: T = derived[name]
+        return value
 
     def _load(self) -> bytes:
         try:

@@ -525,13 +525,17 @@ def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
 
 
 def _utf8_keys(secret: SecretFile) -> list[bytes]:
-    return [line.encode() for line in secret.lines()]
+    return secret.derived("utf8", lambda lines: [line.encode() for line in lines])
 
 
 def _standard_keys(secret: SecretFile) -> list[Key]:
     """HMAC keys (``whsec_`` or bare base64) and ``whpk_`` public keys."""
+    return secret.derived("standard", lambda lines: _parse_standard(secret, lines))
+
+
+def _parse_standard(secret: SecretFile, lines: list[str]) -> list[Key]:
     keys: list[Key] = []
-    for number, line in enumerate(secret.lines(), 1):
+    for number, line in enumerate(lines, 1):
         where = f"key {number} of secret {secret.name!r}"
         if line.startswith("whsk_"):
             raise ConfigError(
