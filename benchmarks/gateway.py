@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import re
 import statistics
@@ -28,13 +29,13 @@ from pathlib import Path
 
 from _harness import Target, alternate, free_port, lua_post, report, require_wrk
 
-HELLO = '''
+HELLO = """
 VERSION = "v0"
 
 
 def handle(event, context):
     return {"statusCode": 200, "body": VERSION}
-'''
+"""
 
 STACK = """
 version: 1.0
@@ -87,10 +88,8 @@ def reload_latency(project: Path, gateway: str, saves: int) -> list[float]:
 
     def load() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"{gateway}/function/hello", timeout=5).read()
-            except OSError:
-                pass
 
     workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for worker in workers:
