@@ -51,10 +51,10 @@ functions:
 """
 
 
-def start_emulator(project: Path, port: int) -> subprocess.Popen[bytes]:
+def start_emulator(project: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     log = (project / "emulator.log").open("wb")
     child = subprocess.Popen(
-        [sys.executable, "-m", "localfaas", "up", "--port", str(port)],
+        [sys.executable, "-m", "localfaas", "up", "--port", str(port), *extra],
         cwd=project,
         stdout=log,
         stderr=subprocess.STDOUT,
