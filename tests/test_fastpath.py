@@ -222,6 +222,19 @@ def serve(
     drain: float = 1.0,
 ) -> Running:
     """Start a gateway for ``stack`` on a free port, in a thread."""
+    app = fast_path(stack, timeout)
+    server = GatewayServer(app, "127.0.0.1", 0, tls=tls, drain=drain)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    scheme = "https" if tls else "http"
+    host = "localhost" if tls else "127.0.0.1"
+    url = f"{scheme}://{host}:{server.port}"
+    _wait_serving(server.port)
+    return Running(url, stack, app.gateway, server, thread)
+
+
+def fast_path(stack: Stack, timeout: float = 10.0) -> FastPath:
+    """The gateway's ASGI app in front of ``stack``."""
     metrics = GatewayMetrics(lambda: dict.fromkeys(stack.ports, 1))
     proxy = Proxy(
         stack.resolve,
@@ -236,15 +249,7 @@ def serve(
         return streaming_system(environ, start_response)
 
     gateway = Gateway(proxy=proxy, system=system, metrics=metrics)
-    app = FastPath(gateway, threads=4)
-    server = GatewayServer(app, "127.0.0.1", 0, tls=tls, drain=drain)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    scheme = "https" if tls else "http"
-    host = "localhost" if tls else "127.0.0.1"
-    url = f"{scheme}://{host}:{server.port}"
-    _wait_serving(server.port)
-    return Running(url, stack, gateway, server, thread)
+    return FastPath(gateway, threads=4)
 
 
 def call_once(stack: Stack, path: str, **options: Any) -> httpx.Response:
@@ -662,7 +667,7 @@ class TestServer:
         with socket.create_server(("127.0.0.1", 0)) as busy:
             port = busy.getsockname()[1]
             with pytest.raises(ConfigurationError) as error:
-                GatewayServer(object(), "127.0.0.1", port)
+                GatewayServer(fast_path(Stack()), "127.0.0.1", port)
         assert str(error.value).startswith(f"cannot listen on 127.0.0.1:{port}: ")
         assert "--port" in (error.value.hint or "")
 

@@ -40,6 +40,7 @@ class FastPath:
     """The gateway as one ASGI app: calls proxied here, the rest by WSGI."""
 
     def __init__(self, gateway: Gateway, *, threads: int) -> None:
+        self.gateway = gateway
         self.proxy = gateway.proxy
         self.router = WSGIMiddleware(cast(Any, gateway), workers=threads)
 
