@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,31 @@ def drop_second_call(request: Request, sock: socket.socket) -> bool:
     return echo(request, sock)
 
 
+def tick_forever(request: Request, sock: socket.socket) -> bool:
+    """Start a chunked answer that never ends, then read on."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    sock.sendall(head + _chunk(b"tick\n"))
+    return True
+
+
+@pytest.fixture
+def ticking() -> Iterator[RawFunction]:
+    """A function whose answers stream until the gateway hangs up."""
+    function = RawFunction(tick_forever)
+    yield function
+    function.close()
+
+
+@contextmanager
+def first_tick(served: Running) -> Iterator[httpx.Response]:
+    """The stream from ``ticks``, open, once its first piece has arrived."""
+    url = f"{served.url}/function/ticks"
+    with httpx.stream("GET", url, timeout=PATIENCE) as response:
+        pieces = response.iter_raw()  # held: dropping it closes the stream
+        assert next(pieces) == b"tick\n"
+        yield response
+
+
 @pytest.fixture
 def stale() -> Iterator[tuple[Running, RawFunction]]:
     """A gateway in front of ``fn``, whose first connection goes stale."""
@@ -463,27 +489,16 @@ class TestStreaming:
         assert response.headers["content-type"] == "text/event-stream"
 
     def test_a_client_leaving_mid_stream_frees_the_functions_connection(
-        self,
+        self, ticking: RawFunction
     ) -> None:
         """The gateway closes the function's connection when the client goes."""
-
-        def endless(request: Request, sock: socket.socket) -> bool:
-            head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-            sock.sendall(head + _chunk(b"tick\n"))
-            return True  # reads on, and sees the gateway hang up
-
-        function = RawFunction(endless)
-        served = serve(Stack(ports={"ticks": function.port}))
+        served = serve(Stack(ports={"ticks": ticking.port}))
         try:
-            url = f"{served.url}/function/ticks"
-            with httpx.stream("GET", url, timeout=PATIENCE) as response:
-                pieces = response.iter_raw()
-                assert next(pieces) == b"tick\n"
+            with first_tick(served) as response:
                 response.close()
-            assert function.hung_up.wait(PATIENCE)
+            assert ticking.hung_up.wait(PATIENCE)
         finally:
             served.stop()
-            function.close()
 
     def test_large_bodies_pass_both_ways_intact(self, running: Running) -> None:
         """5 MB up with a length, 3 MB up chunked, 5 MB down."""
@@ -671,26 +686,13 @@ class TestServer:
         assert str(error.value).startswith(f"cannot listen on 127.0.0.1:{port}: ")
         assert "--port" in (error.value.hint or "")
 
-    def test_stop_ends_run_and_an_endless_stream(self) -> None:
+    def test_stop_ends_run_and_an_endless_stream(self, ticking: RawFunction) -> None:
         """stop() from another thread: run() returns after the drain, and
         the function's connection is closed."""
-
-        def endless(request: Request, sock: socket.socket) -> bool:
-            head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-            sock.sendall(head + _chunk(b"tick\n"))
-            return True
-
-        function = RawFunction(endless)
-        served = serve(Stack(ports={"ticks": function.port}), drain=0.2)
-        try:
-            url = f"{served.url}/function/ticks"
-            with httpx.stream("GET", url, timeout=PATIENCE) as response:
-                pieces = response.iter_raw()
-                assert next(pieces) == b"tick\n"
-                served.stop()
-                assert function.hung_up.wait(PATIENCE)
-        finally:
-            function.close()
+        served = serve(Stack(ports={"ticks": ticking.port}), drain=0.2)
+        with first_tick(served):
+            served.stop()
+            assert ticking.hung_up.wait(PATIENCE)
 
     def test_up_serves_https_and_stops_cleanly_on_sigterm(self, tmp_path: Path) -> None:
         """``localfaas up --tls``: HTTPS with the CA it made; SIGTERM exits 0."""
