@@ -64,23 +64,24 @@ class _EnvironHeaders(Headers):
         self._environ = environ
         self._items = {}
 
-    def __getitem__(self, name: str) -> str:
+    def get(self, name: str, default: Any = None) -> Any:
+        """The header's value, or ``default``; no exception on the way."""
         key = name.upper().replace("-", "_")
         if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             key = "HTTP_" + key
         value = self._environ.get(key)
         if value is None or (value == "" and key.startswith("CONTENT_")):
+            return default
+        return str(value)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
             raise KeyError(name)
         return str(value)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        try:
-            self[name]
-        except KeyError:
-            return False
-        return True
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         for key, value in self._environ.items():
