@@ -425,8 +425,8 @@ def test_full_disk_refuses_async_and_keeps_serving(
     reason=(
         "a full disk gives a bare 'Internal Server Error' instead of CE's "
         "'Error queuing request: <err>' naming the cause (gateway-contract "
-        "section 10.1); the queue's OSError is not caught at the async route "
-        "(emulator/localfaas/queue.py accept path)"
+        "section 10.1); sqlite3.OperationalError 'database or disk is full' "
+        "from emulator/localfaas/queue.py escapes the async route to uvicorn"
     ),
 )
 def test_full_disk_answer_names_the_cause(
