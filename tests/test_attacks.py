@@ -10,6 +10,7 @@ secret value shown) rather than only the status code.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import FunctionProcess
 from emulator_support import ECHO, Emulator, start
 
+from faas_runtime._bearer import BearerVerifier
 from faas_runtime._secrets import SecretFile
 from faas_runtime._types import AuthRequest
 from faas_runtime._types import Headers as RequestHeaders
@@ -240,9 +243,27 @@ def test_hostile_secret_names_are_refused(
     assert snapshot(site, emulator.project / ".localfaas") == before
 
 
-def _basic(user: str, password: str) -> str:
-    import base64
+@pytest.mark.parametrize(
+    "namespace", ["..", "../..", "a/b", "%2e%2e", "\x00", "ns\u00e9"]
+)
+@pytest.mark.parametrize("route", ["/system/functions", "/system/secrets"])
+def test_hostile_namespaces_are_refused(
+    emulator: Emulator, site: Path, namespace: str, route: str
+) -> None:
+    """A namespace query with traversal or odd characters is 400, no file."""
+    before = snapshot(site, emulator.project / ".localfaas")
+    with emulator.admin() as admin:
+        listed = admin.get(route, params={"namespace": namespace})
+        deleted = admin.request(
+            "DELETE", "/system/secrets", json={"name": "x", "namespace": namespace}
+        )
 
+    assert listed.status_code == 400, listed.text
+    assert deleted.status_code == 400, deleted.text
+    assert snapshot(site, emulator.project / ".localfaas") == before
+
+
+def _basic(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
@@ -328,12 +349,12 @@ def test_gateway_smuggling_reaches_the_function_once_at_most(
 
 @pytest.fixture
 def counted_runtime(
-    function_process: Callable[..., object], tmp_path: Path
-) -> tuple[object, Path]:
+    function_process: Callable[..., FunctionProcess], tmp_path: Path
+) -> tuple[FunctionProcess, Path]:
     """A runtime serving the counting handler with a 1,000-byte body limit."""
     ledger = tmp_path / "runtime-ledger.txt"
     fn = function_process(textwrap.dedent(COUNT.format(ledger=str(ledger))))
-    fn.start(auth_scheme="none", max_request_body="1000")  # type: ignore[attr-defined]
+    fn.start(auth_scheme="none", max_request_body="1000")
     return fn, ledger
 
 
@@ -356,13 +377,13 @@ RUNTIME_GAP = pytest.mark.xfail(
     ],
 )
 def test_runtime_smuggling_reaches_the_handler_once_at_most(
-    counted_runtime: tuple[object, Path], shape: str
+    counted_runtime: tuple[FunctionProcess, Path], shape: str
 ) -> None:
     """The same shapes straight at waitress: no second request handled."""
     fn, ledger = counted_runtime
     data = SHAPES[shape].replace(b"/function/count", b"")
 
-    answer = raw(fn.port, data, timeout=5)  # type: ignore[attr-defined]
+    answer = raw(fn.port, data, timeout=5)
 
     codes = statuses(answer)
     assert all(code in {200, 400, 501} for code in codes), answer[:300]
@@ -392,7 +413,7 @@ def test_gateway_refuses_a_one_mebibyte_header(emulator: Emulator) -> None:
 
 
 def test_runtime_refuses_a_one_mebibyte_header(
-    counted_runtime: tuple[object, Path],
+    counted_runtime: tuple[FunctionProcess, Path],
 ) -> None:
     """waitress answers 431/400 or closes; the handler never runs."""
     fn, ledger = counted_runtime
@@ -403,7 +424,7 @@ def test_runtime_refuses_a_one_mebibyte_header(
     )
 
     try:
-        answer = raw(fn.port, request)  # type: ignore[attr-defined]
+        answer = raw(fn.port, request)
     except (BrokenPipeError, ConnectionResetError):
         answer = b""
 
@@ -412,12 +433,12 @@ def test_runtime_refuses_a_one_mebibyte_header(
 
 
 def test_runtime_refuses_a_body_over_its_limit(
-    counted_runtime: tuple[object, Path],
+    counted_runtime: tuple[FunctionProcess, Path],
 ) -> None:
     """``max_request_body=1000``: 1,001 bytes get 413, the handler never runs."""
     fn, ledger = counted_runtime
 
-    response = httpx.post(fn.url, content=b"x" * 1001)  # type: ignore[attr-defined]
+    response = httpx.post(fn.url, content=b"x" * 1001)
 
     assert response.status_code == 413
     assert not ledger.exists()
@@ -459,11 +480,11 @@ def _trickle(port: int, stop: threading.Event) -> None:
 @pytest.mark.parametrize("target", ["gateway", "runtime"])
 def test_slow_clients_do_not_block_others(
     emulator: Emulator,
-    counted_runtime: tuple[object, Path],
+    counted_runtime: tuple[FunctionProcess, Path],
     target: str,
 ) -> None:
     """While 20 clients trickle bytes, another client's call still completes."""
-    port = emulator.port if target == "gateway" else counted_runtime[0].port  # type: ignore[attr-defined]
+    port = emulator.port if target == "gateway" else counted_runtime[0].port
     path = "/function/echo" if target == "gateway" else "/"
     stop = threading.Event()
     trickers = [
@@ -540,6 +561,34 @@ def test_hmac_comparison_has_no_early_exit(tmp_path: Path) -> None:
     # An early exit makes a longer matching prefix slower to refuse; a
     # constant-time compare leaves only noise (bound kept generous for a
     # loaded two-core machine).
+    assert last < 1.25 * first, (first, last)
+
+
+def _refused_token(verifier: BearerVerifier, token: str) -> Callable[[], object]:
+    headers = RequestHeaders([("Authorization", f"Bearer {token}")])
+    request = AuthRequest("GET", "/", "", headers)
+
+    def check() -> object:
+        try:
+            return verifier.verify(request)
+        except Exception as exc:  # the refusal is the point
+            return exc
+
+    return check
+
+
+def test_token_comparison_has_no_early_exit(tmp_path: Path) -> None:
+    """A token wrong in its first or its last character: same refusal time."""
+    path = tmp_path / "api-tokens"
+    token = "tok_" + "7" * 60
+    path.write_text(f"ci {token}\n")
+    verifier = BearerVerifier(SecretFile(path))
+
+    first, last = _medians(
+        _refused_token(verifier, "X" + token[1:]),
+        _refused_token(verifier, token[:-1] + "X"),
+    )
+
     assert last < 1.25 * first, (first, last)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import FunctionProcess
 from emulator_support import ECHO, Emulator, start
 
 STACK = """
@@ -179,20 +180,21 @@ def handle(event, context):
 
 
 @pytest.fixture
-def tokened(function_process: Callable[..., object]) -> tuple[object, Path]:
+def tokened(
+    function_process: Callable[..., FunctionProcess],
+) -> tuple[FunctionProcess, Path]:
     """A bearer runtime and its token file."""
     fn = function_process(NAMED)
-    path: Path = fn.write_secret("api-tokens", f"ci {TOKEN}\n")  # type: ignore[attr-defined]
-    fn.start(auth_scheme="bearer")  # type: ignore[attr-defined]
+    path = fn.write_secret("api-tokens", f"ci {TOKEN}\n")
+    fn.start(auth_scheme="bearer")
     return fn, path
 
 
-def call(fn: object) -> httpx.Response:
-    url: str = fn.url  # type: ignore[attr-defined]
-    return httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+def call(fn: FunctionProcess) -> httpx.Response:
+    return httpx.get(fn.url, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
-def call_until(fn: object, status: int) -> httpx.Response:
+def call_until(fn: FunctionProcess, status: int) -> httpx.Response:
     """Call until ``status`` comes back: a secret is re-checked once a second."""
     deadline = time.monotonic() + 10
     while (response := call(fn)).status_code != status:
@@ -210,7 +212,7 @@ def call_until(fn: object, status: int) -> httpx.Response:
     ],
 )
 def test_secret_fault_while_serving(
-    tokened: tuple[object, Path], fault: Callable[[Path], object]
+    tokened: tuple[FunctionProcess, Path], fault: Callable[[Path], object]
 ) -> None:
     """The token file goes bad: 500 (fail closed); put back: 200 again."""
     fn, path = tokened
@@ -227,7 +229,7 @@ def test_secret_fault_while_serving(
 @pytest.mark.skipif(
     os.geteuid() == 0, reason="root reads a file whatever its mode (chmod 000)"
 )
-def test_unreadable_secret_fails_closed(tokened: tuple[object, Path]) -> None:
+def test_unreadable_secret_fails_closed(tokened: tuple[FunctionProcess, Path]) -> None:
     """chmod 000 on the token file: 500; readable again: 200."""
     fn, path = tokened
 
