@@ -94,6 +94,7 @@ def handle(event, context):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build cache for the module's emulators."""
     return tmp_path_factory.mktemp("cache")
 
 
@@ -161,6 +162,7 @@ def snapshot(folder: Path, skip: Path) -> dict[str, tuple[int, int]]:
 
 
 def ledger_lines(site: Path) -> list[str]:
+    """Every request the counting function has served so far."""
     path = site / "ledger.txt"
     return path.read_text().splitlines() if path.exists() else []
 
@@ -527,10 +529,10 @@ def _medians(
     return statistics.median(firsts), statistics.median(lasts)
 
 
-def _refused(verifier: HmacVerifier, signature: str) -> Callable[[], object]:
-    request = AuthRequest(
-        "POST", "/", "", RequestHeaders([("Hmac", f"sha256={signature}")]), BODY
-    )
+def _refusal(
+    verifier: HmacVerifier | BearerVerifier, request: AuthRequest
+) -> Callable[[], object]:
+    """A call that verifies ``request`` and swallows the expected refusal."""
 
     def check() -> object:
         try:
@@ -539,6 +541,16 @@ def _refused(verifier: HmacVerifier, signature: str) -> Callable[[], object]:
             return exc
 
     return check
+
+
+def _signed(signature: str) -> AuthRequest:
+    headers = RequestHeaders([("Hmac", f"sha256={signature}")])
+    return AuthRequest("POST", "/", "", headers, BODY)
+
+
+def _bearing(token: str) -> AuthRequest:
+    headers = RequestHeaders([("Authorization", f"Bearer {token}")])
+    return AuthRequest("GET", "/", "", headers)
 
 
 def _flip(hex_digest: str, index: int) -> str:
@@ -555,26 +567,14 @@ def test_hmac_comparison_has_no_early_exit(tmp_path: Path) -> None:
     good = hmac.new(KEY.encode(), BODY, hashlib.sha256).hexdigest()
 
     first, last = _medians(
-        _refused(verifier, _flip(good, 0)), _refused(verifier, _flip(good, -1))
+        _refusal(verifier, _signed(_flip(good, 0))),
+        _refusal(verifier, _signed(_flip(good, -1))),
     )
 
     # An early exit makes a longer matching prefix slower to refuse; a
     # constant-time compare leaves only noise (bound kept generous for a
     # loaded two-core machine).
     assert last < 1.25 * first, (first, last)
-
-
-def _refused_token(verifier: BearerVerifier, token: str) -> Callable[[], object]:
-    headers = RequestHeaders([("Authorization", f"Bearer {token}")])
-    request = AuthRequest("GET", "/", "", headers)
-
-    def check() -> object:
-        try:
-            return verifier.verify(request)
-        except Exception as exc:  # the refusal is the point
-            return exc
-
-    return check
 
 
 def test_token_comparison_has_no_early_exit(tmp_path: Path) -> None:
@@ -585,8 +585,8 @@ def test_token_comparison_has_no_early_exit(tmp_path: Path) -> None:
     verifier = BearerVerifier(SecretFile(path))
 
     first, last = _medians(
-        _refused_token(verifier, "X" + token[1:]),
-        _refused_token(verifier, token[:-1] + "X"),
+        _refusal(verifier, _bearing("X" + token[1:])),
+        _refusal(verifier, _bearing(token[:-1] + "X")),
     )
 
     assert last < 1.25 * first, (first, last)

@@ -75,6 +75,7 @@ def handle(event, context):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build cache for the module's emulators."""
     return tmp_path_factory.mktemp("cache")
 
 
@@ -312,6 +313,7 @@ def test_auth_plugin_answering_garbage_is_500(
 
 
 def ledger(emulator: Emulator) -> list[str]:
+    """Every request the counting function has served so far."""
     path = emulator.project / "ledger.txt"
     return path.read_text().splitlines() if path.exists() else []
 
