@@ -272,20 +272,7 @@ def serve_garbage(answer: bytes) -> tuple[str, socket.socket]:
     "answer",
     [
         pytest.param(b"\x00\xff garbage \r\n\r\n", id="nonsense"),
-        pytest.param(
-            b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n",
-            id="status-999",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=httpx.RemoteProtocolError,
-                reason=(
-                    "the admin API relays the plugin's status as is; uvicorn "
-                    "has no status line for 999 (KeyError in httptools_impl "
-                    "send), so the client gets a closed connection, not 500 "
-                    "(emulator/localfaas/admin.py plugin delegation)"
-                ),
-            ),
-        ),
+        pytest.param(b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n", id="status-999"),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", id="cut"),
         pytest.param(b"", id="hang-up"),
     ],
@@ -424,15 +411,6 @@ def test_full_disk_refuses_async_and_keeps_serving(
     assert recovered == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a full disk gives a bare 'Internal Server Error' instead of CE's "
-        "'Error queuing request: <err>' naming the cause (gateway-contract "
-        "section 10.1); sqlite3.OperationalError 'database or disk is full' "
-        "from emulator/localfaas/queue.py escapes the async route to uvicorn"
-    ),
-)
 def test_full_disk_answer_names_the_cause(
     tmp_path: Path, cache: Path, tiny_state: Path
 ) -> None:

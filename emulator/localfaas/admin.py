@@ -322,6 +322,14 @@ class PluginAdminAuth:
         if answer.status == 200:
             return self.app(environ, start_response)
 
+        if answer.status not in _KNOWN_STATUSES:
+            # No server can send a status it does not know (uvicorn drops
+            # the connection): fail closed with a 500 that says why.
+            error = http.client.HTTPException(
+                f"auth plugin answered an unknown status {answer.status}"
+            )
+            return self._unavailable(error, start_response)
+
         reason = f"auth plugin answered {answer.status}"
         _log_refusal(self.logger, environ, reason)
         return _relay(answer, start_response)
@@ -453,6 +461,9 @@ def _buffer_body(environ: WSGIEnvironment) -> bytes:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     return body
+
+
+_KNOWN_STATUSES = frozenset(int(status) for status in HTTPStatus)
 
 
 def _relay(answer: _PluginAnswer, start_response: StartResponse) -> list[bytes]:

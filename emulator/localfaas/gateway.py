@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import io
 import posixpath
+import sqlite3
 import threading
 import time
 import uuid
@@ -167,7 +168,8 @@ class Gateway:
             self.queue.enqueue(call)
         except BodyTooLarge as exc:
             return _error(start_response, 500, f"Error queuing request: {exc}\n")
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
+            # A full or unwritable state disk: refuse the call, say why.
             return _error(start_response, 500, f"Error queuing request: {exc}\n")
 
         answer = [("X-Start-Time", started), ("X-Served-By", SERVED_BY)]
