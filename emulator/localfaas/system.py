@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import platform
@@ -323,27 +324,15 @@ class SystemAPI:
         self, environ: Environ, start_response: StartResponse, query: dict[str, str]
     ) -> list[bytes]:
         name, value = _secret_body(_read(environ))
-        try:
-            self.secrets.create(name, value)
-        except SecretExists:
-            return _text(start_response, 409, "")
-        except SecretReadOnly as exc:
-            return _text(start_response, 409, f"{exc}\n")
-        log.info("secret created name=%s", name)
-        return _text(start_response, 202, "")
+        change = functools.partial(self.secrets.create, name, value)
+        return _secret_change(start_response, name, change, "created")
 
     def update_secret(
         self, environ: Environ, start_response: StartResponse, query: dict[str, str]
     ) -> list[bytes]:
         name, value = _secret_body(_read(environ))
-        try:
-            self.secrets.update(name, value)
-        except SecretNotFound:
-            return _text(start_response, 404, "")
-        except SecretReadOnly as exc:
-            return _text(start_response, 409, f"{exc}\n")
-        log.info("secret updated name=%s", name)
-        return _text(start_response, 202, "")
+        change = functools.partial(self.secrets.update, name, value)
+        return _secret_change(start_response, name, change, "updated")
 
     def delete_secret(
         self, environ: Environ, start_response: StartResponse, query: dict[str, str]
@@ -353,16 +342,8 @@ class SystemAPI:
         if not isinstance(name, str) or not name:
             return _text(start_response, 500, "")
         check_namespace(raw.get("namespace"))
-        try:
-            self.secrets.delete(name)
-        except SecretNotFound:
-            return _text(start_response, 404, "")
-        except SecretReadOnly as exc:
-            return _text(start_response, 409, f"{exc}\n")
-        except InvalidSecretName:
-            return _text(start_response, 422, "")
-        log.info("secret removed name=%s", name)
-        return _text(start_response, 202, "")
+        change = functools.partial(self.secrets.delete, name)
+        return _secret_change(start_response, name, change, "removed")
 
     # -- logs ----------------------------------------------------------------
 
@@ -402,6 +383,28 @@ class SystemAPI:
                 yield _log_json(line)
         finally:
             self.functions.unfollow(name, subscription)
+
+
+def _secret_change(
+    start_response: StartResponse,
+    name: str,
+    change: Callable[[], None],
+    done: str,
+) -> list[bytes]:
+    """Apply a secret change; the store's errors become OpenFaaS's codes."""
+    try:
+        change()
+    except SecretExists:
+        return _text(start_response, 409, "")
+    except SecretNotFound:
+        return _text(start_response, 404, "")
+    except SecretReadOnly as exc:
+        # A .secrets/ file: edit the file, not the API's copy.
+        return _text(start_response, 409, f"{exc}\n")
+    except InvalidSecretName:
+        return _text(start_response, 422, "")
+    log.info("secret %s name=%s", done, name)
+    return _text(start_response, 202, "")
 
 
 def _reparse(body: bytes, action: str) -> FunctionRequest:
