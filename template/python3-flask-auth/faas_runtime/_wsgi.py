@@ -11,12 +11,15 @@ StartResponse: TypeAlias = Callable[..., Any]
 WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
+# Built once: every response needs one, and the enum lookup is not free.
+_STATUS_LINES = {
+    status.value: f"{status.value} {status.phrase}" for status in HTTPStatus
+}
+
+
 def status_line(code: int) -> str:
     """``200`` -> ``"200 OK"``."""
-    try:
-        return f"{code} {HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"{code} Unknown"
+    return _STATUS_LINES.get(code) or f"{code} Unknown"
 
 
 def simple_response(
