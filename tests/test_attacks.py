@@ -360,23 +360,9 @@ def counted_runtime(
     return fn, ledger
 
 
-RUNTIME_GAP = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "waitress honours Transfer-Encoding over Content-Length but keeps the "
-        "connection open, so the bytes after the chunked body are served as a "
-        "second request; RFC 9112 section 6.1 says the server MUST close it "
-        "(faas_runtime/_server.py runs waitress as is)"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "shape",
-    [
-        pytest.param(shape, marks=RUNTIME_GAP) if shape in {"cl-te", "te-cl"} else shape
-        for shape in sorted(SHAPES)
-    ],
+    [shape for shape in sorted(SHAPES)],
 )
 def test_runtime_smuggling_reaches_the_handler_once_at_most(
     counted_runtime: tuple[FunctionProcess, Path], shape: str

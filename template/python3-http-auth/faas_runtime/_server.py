@@ -18,6 +18,8 @@ from pathlib import Path
 from types import FrameType
 
 import waitress
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 
 from ._middleware import AuthMiddleware
 from ._settings import Settings
@@ -68,6 +70,8 @@ def serve(function: WSGIApp, settings: Settings) -> None:
         ident="",
         clear_untrusted_proxy_headers=False,
     )
+    # Every connection parses with the strict parser below.
+    server.channel_class = _Channel
     lock = None if settings.suppress_lock else Path(settings.lock_file)
     stopper = _Stopper(app, settings, lock)
     stopper.install()
@@ -85,6 +89,28 @@ def serve(function: WSGIApp, settings: Settings) -> None:
     finally:
         stopper.remove_lock()
     log.info("stopped")
+
+
+class _Parser(HTTPRequestParser):  # type: ignore[misc]
+    """waitress's parser, refusing a body framed two ways.
+
+    With both Content-Length and Transfer-Encoding, a proxy in front may
+    have framed the body by the other header, so the bytes after it could
+    be a smuggled request (RFC 9112 §6.1). waitress drops Transfer-Encoding
+    before the app runs, so the check has to be here: a parsing error is
+    answered 400 and the connection closed.
+    """
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length and Transfer-Encoding together")
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    """A waitress connection that parses with ``_Parser``."""
+
+    parser_class = _Parser
 
 
 class _Stopper:
