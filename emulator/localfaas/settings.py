@@ -42,7 +42,8 @@ class UpOptions:
     watch: bool = True
     # Run functions as containers through the Docker engine.
     docker: bool = False
-    # Gateway worker threads: 8 kept CPU per request flat at 64 clients.
+    # Threads for what runs off the event loop: /system/, /async-function/,
+    # /metrics and waiting for a replica to start (/function/ runs on the loop).
     threads: int = 16
     # Concurrent async invocations.
     queue_workers: int = 4
