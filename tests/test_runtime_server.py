@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from conftest import lay_out_function
 
 SLOW = """
 import time
@@ -95,21 +98,23 @@ def test_sigterm_drains_in_flight_requests(function_process) -> None:
     assert fn.process.wait(timeout=15) == 0
 
 
-def test_a_handler_that_cannot_be_imported_exits_non_zero(tmp_path: Path) -> None:
-    """A syntax error is shown with its traceback, and the process fails."""
-    import subprocess
-    import sys
-
-    from conftest import lay_out_function
-
-    folder = lay_out_function(tmp_path, "def handle(event, context)\n")
-    done = subprocess.run(
+def start_failing(
+    tmp_path: Path, handler: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a runtime expected to stop at start-up; return how it ended."""
+    folder = lay_out_function(tmp_path, handler)
+    return subprocess.run(
         [sys.executable, "index.py"],
         cwd=folder,
-        env={"port": "0", "auth_scheme": "none", "PATH": "/usr/bin:/bin"},
+        env={"auth_scheme": "none", "PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         timeout=30,
     )
+
+
+def test_a_handler_that_cannot_be_imported_exits_non_zero(tmp_path: Path) -> None:
+    """A syntax error is shown with its traceback, and the process fails."""
+    done = start_failing(tmp_path, "def handle(event, context)\n", {"port": "0"})
     assert done.returncode == 1
     assert b"SyntaxError" in done.stderr
     assert b"cannot import the handler" in done.stderr
@@ -117,18 +122,7 @@ def test_a_handler_that_cannot_be_imported_exits_non_zero(tmp_path: Path) -> Non
 
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     """An unparseable timeout stops start-up with the variable and value."""
-    import subprocess
-    import sys
-
-    from conftest import lay_out_function
-
-    folder = lay_out_function(tmp_path, "def handle(e, c):\n    return 'x'\n")
-    done = subprocess.run(
-        [sys.executable, "index.py"],
-        cwd=folder,
-        env={"exec_timeout": "soon", "auth_scheme": "none", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        timeout=30,
-    )
+    handler = "def handle(e, c):\n    return 'x'\n"
+    done = start_failing(tmp_path, handler, {"exec_timeout": "soon"})
     assert done.returncode == 2
     assert b"exec_timeout='soon'" in done.stderr
