@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from conftest import ROOT, free_port
+from conftest import ROOT
 
 ECHO = '''
 import json
@@ -116,10 +118,13 @@ def make_project(folder: Path) -> Path:
     return folder
 
 
-def start(project: Path, cache: Path, *extra: str, port: int | None = None) -> Emulator:
-    """``localfaas up`` in ``project``; waits until the gateway answers."""
-    port = port or free_port()
-    log = project / f"emulator-{port}.log"
+def start(project: Path, cache: Path, *extra: str, port: int = 0) -> Emulator:
+    """``localfaas up`` in ``project``; waits until the gateway answers.
+
+    Port 0 lets the emulator bind a free port itself (no race with other
+    tests picking one); the port it got is read from its banner.
+    """
+    log = project / f"emulator-{next(_RUNS)}.log"
     env = {
         **os.environ,
         "LOCALFAAS_CACHE_DIR": str(cache),
@@ -139,11 +144,17 @@ def start(project: Path, cache: Path, *extra: str, port: int | None = None) -> E
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"emulator exited:\n{emulator.output()}")
-        if "Press Ctrl-C to stop." in emulator.output():
+        banner = _BANNER.search(emulator.output())
+        if banner and "Press Ctrl-C to stop." in emulator.output():
+            emulator.port = int(banner.group(1))
             return emulator
         time.sleep(0.2)
     emulator.stop()
     raise RuntimeError(f"emulator not ready:\n{emulator.output()}")
+
+
+_RUNS = itertools.count(1)
+_BANNER = re.compile(r"OpenFaaS gateway on https?://[^\s]+:(\d+)")
 
 
 def copy_project(source: Path, target: Path) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,8 +121,7 @@ def test_killed_emulator_delivers_every_accepted_call_after_restart(
         "    time.sleep(0.3)\n"
         "    return event.body.decode()\n"
     )
-    port = free_port()
-    first = start(project, cache, port=port)
+    first = start(project, cache)
     accepted = []
     for number in range(12):
         response = httpx.post(
@@ -138,7 +138,7 @@ def test_killed_emulator_delivers_every_accepted_call_after_restart(
 
     orphans = _processes_under(project)
     assert orphans, "SIGKILL leaves the function processes running"
-    second = start(project, cache, port=free_port())
+    second = start(project, cache)
     try:
         # The new emulator reaped what the killed one left behind.
         assert not [pid for pid in orphans if _alive(pid)]
@@ -178,6 +178,28 @@ def test_ctrl_c_leaves_no_function_process(tmp_path: Path, cache: Path) -> None:
     assert emulator.stop(signal.SIGINT) == 130
     assert _processes_under(project) == []
     assert "every function process has exited" in emulator.output()
+
+
+def test_a_busy_port_fails_before_any_function_starts(
+    tmp_path: Path, cache: Path
+) -> None:
+    """The gateway's port is taken first, so no function can take it, and a
+    port in use costs the user no dependency install."""
+    project = make_project(tmp_path / "p")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "localfaas", "up", "--port", str(port)],
+            cwd=project,
+            env={**os.environ, "LOCALFAAS_CACHE_DIR": str(cache)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "starting" not in result.stderr
+    assert _processes_under(project) == []
 
 
 def _alive(pid: int) -> bool:

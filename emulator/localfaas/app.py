@@ -87,15 +87,19 @@ def up(options: UpOptions) -> None:
         queue = AsyncQueue(state, gateway.invoke_queued, workers=options.queue_workers)
         gateway.queue = queue
 
-        ready = _deploy_stack(stack, functions)
-        queue.start()
-        try:
-            with _watching(options, stack, functions, supervisor):
-                server = _server(options, gateway, state)
-                _banner(options, state, ready, stack)
-                _serve(server)
-        finally:
-            queue.close()
+        # The gateway's port is bound before any function starts: each
+        # function takes a free port, and could otherwise take this one
+        # while its dependencies install. A busy port also fails fast.
+        server = _server(options, gateway, state)
+        with contextlib.closing(server.socket):
+            ready = _deploy_stack(stack, functions)
+            queue.start()
+            try:
+                with _watching(options, stack, functions, supervisor):
+                    _banner(options, state, ready, server.port)
+                    _serve(server)
+            finally:
+                queue.close()
     say("localfaas stopped; every function process has exited")
 
 
@@ -268,9 +272,9 @@ def _serve(server: GatewayServer) -> None:
     say("stopping: draining functions")
 
 
-def _banner(options: UpOptions, state: Path, ready: list[str], stack: Stack) -> None:
+def _banner(options: UpOptions, state: Path, ready: list[str], port: int) -> None:
     scheme = "https" if options.tls else "http"
-    url = f"{scheme}://{options.host}:{options.port}"
+    url = f"{scheme}://{options.host}:{port}"
     lines = [
         f"localfaas {__version__}: OpenFaaS gateway on {url}",
         f"  functions: {', '.join(ready) or '(none)'}",

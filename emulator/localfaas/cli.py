@@ -236,9 +236,10 @@ def _env_true(*names: str) -> Callable[[], bool]:
 )
 @click.option(
     "--port",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(0, 65535),
     default=_DEFAULTS.port,
     show_default=True,
+    help="0 picks a free port; the banner names it.",
 )
 @click.option(
     "--host",
