@@ -21,6 +21,7 @@ import waitress
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 
+from ._logs import LogWriter
 from ._middleware import AuthMiddleware
 from ._settings import Settings
 from ._watchdog import Watchdog
@@ -30,18 +31,29 @@ log = logging.getLogger("faas_runtime")
 
 
 def configure_logging() -> None:
-    """One line per event on stderr, which OpenFaaS collects as logs."""
+    """One line per event on stderr, which OpenFaaS collects as logs.
+
+    Lines are written by a thread of their own (see ``_logs``);
+    ``logging.shutdown()``, run at exit, writes what is still queued.
+    Logging set up before (by an embedding program) is left as it is.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
     # The request log is on the hot path: skip what no line shows (the
     # logging HOWTO's "Optimization" section).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    writer = LogWriter(sys.stderr)
+    writer.start()
+    root.addHandler(writer.handler())
+    root.setLevel(logging.INFO)
+    # waitress warns "Task queue depth is N" whenever a request waits for
+    # a thread: under load that is most requests, and it says nothing the
+    # function's owner can act on (max_inflight is the limit to set).
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def build_app(function: WSGIApp, settings: Settings) -> Watchdog:
@@ -134,6 +146,7 @@ class _Stopper:
             raise KeyboardInterrupt
         if self.stopping:
             log.warning("second signal: exiting without waiting")
+            logging.shutdown()
             os._exit(1)
         self.stopping = True
         self.app.healthy = False
