@@ -180,15 +180,25 @@ def _lua_string(raw: bytes) -> str:
 
 
 def report(title: str, rows: list[tuple[str, Target, Target, float | None]]) -> bool:
-    """Print each ratio against its baseline; False if any run had errors."""
+    """Print each ratio against its baseline; False if any run had errors.
+
+    The ratio is the median of the rounds' own ratios: a round runs target
+    and baseline back to back, so a slow spell of the machine hits both,
+    where medians taken per target would pair runs minutes apart.
+    """
     print(f"\n{title}")
     ok = True
     for label, target, baseline, goal in rows:
-        ratio = target.rps / baseline.rps
+        ratios = [
+            mine.rps / theirs.rps
+            for mine, theirs in zip(target.results, baseline.results, strict=True)
+        ]
+        ratio = statistics.median(ratios)
+        spread = f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
         verdict = "" if goal is None else (" ok" if ratio >= goal else " BELOW")
         goal_text = "" if goal is None else f" (target >= {goal:.2f}{verdict})"
         print(
-            f"  {label}: {ratio:.2f}{goal_text}   "
+            f"  {label}: {ratio:.2f}{goal_text}, {spread}   "
             f"[{target.rps:,.0f} vs {baseline.rps:,.0f} req/s; "
             f"p50 {target.p50:.2f} vs {baseline.p50:.2f} ms; "
             f"errors {target.errors + baseline.errors}]"
