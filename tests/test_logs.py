@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from faas_runtime._logs import LogWriter
+from faas_runtime._logs import FORMAT, LogWriter
 
 
 @pytest.fixture
@@ -182,3 +182,16 @@ def test_requests_waiting_for_a_thread_do_not_fill_the_log(function_process) -> 
     output = fn.stop()
     assert output.count("request method=GET") == 32
     assert "queue depth" not in output.lower()
+
+
+def test_the_time_text_is_loggings_own_across_seconds() -> None:
+    """The writer makes the date once a second; each line still shows its
+    own time, as logging's default formatter would."""
+    writer = LogWriter(io.StringIO())
+    plain = logging.Formatter(FORMAT)
+    start = time.time()
+    for offset in (0.0, 0.25, 0.999, 1.0, 1.5, 61.0, 3600.2):
+        record = logging.makeLogRecord({"msg": "m", "levelname": "INFO"})
+        record.created = start + offset
+        record.msecs = (record.created - int(record.created)) * 1000
+        assert writer.formatter.format(record) == plain.format(record)

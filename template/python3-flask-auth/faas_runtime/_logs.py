@@ -40,7 +40,7 @@ class LogWriter:
         self.stream = stream
         self.window = window
         self.backlog = backlog
-        self.formatter = logging.Formatter(FORMAT)
+        self.formatter = _Formatter(FORMAT)
         self.dropped = 0
         self.closed = False
         self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
@@ -110,6 +110,20 @@ class LogWriter:
             return f"unformattable log call from {record.name}: {record.msg!r}"
 
 
+class _Formatter(logging.Formatter):
+    """Makes the date-and-time text once a second, not once a line."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return f"{self._text},{int(record.msecs):03d}"
+
+
 class _Enqueue(logging.handlers.QueueHandler):
     """Hands records to the writer; formats now only what could change."""
 
@@ -125,6 +139,17 @@ class _Enqueue(logging.handlers.QueueHandler):
             # The text already holds it (Python 3.11 leaves it set).
             record.stack_info = None
         return record
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle() holds the handler's lock around emit(); the
+        # queue is safe across threads already, and every request thread
+        # would wait for that lock on every line.
+        kept = self.filter(record)
+        if isinstance(kept, logging.LogRecord):
+            record = kept
+        if kept:
+            self.emit(record)
+        return bool(kept)
 
     def enqueue(self, record: logging.LogRecord) -> None:
         self.writer.put(record)
