@@ -200,7 +200,8 @@ def report(title: str, rows: list[tuple[str, Target, Target, float | None]]) -> 
         print(
             f"  {label}: {ratio:.2f}{goal_text}, {spread}   "
             f"[{target.rps:,.0f} vs {baseline.rps:,.0f} req/s; "
-            f"p50 {target.p50:.2f} vs {baseline.p50:.2f} ms; "
+            f"p50 {target.p50:.2f} vs {baseline.p50:.2f} ms, "
+            f"p99 {target.p99:.2f} vs {baseline.p99:.2f} ms; "
             f"errors {target.errors + baseline.errors}]"
         )
         ok = ok and target.errors + baseline.errors == 0
