@@ -26,6 +26,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def send_raw(
+    port: int, data: bytes, *, host: str = "127.0.0.1", timeout: float = 10
+) -> bytes:
+    """Send ``data`` exactly as written; every byte answered until the
+    server closes or falls silent for ``timeout`` seconds."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks: list[bytes] = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
 def wait_healthy(
     url: str, process: subprocess.Popen[bytes], timeout: float = 20
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import stat
 import threading
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import httpx
 import pytest
 import waitress
+from conftest import free_port, send_raw
 
 from localfaas.admin import (
     AdminConfigError,
@@ -72,27 +72,14 @@ def raw_exchange(url: str, request: bytes) -> tuple[list[bytes], bytes]:
     its own canonical case, and clients compare them case-insensitively.
     """
     host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    answer = send_raw(int(port), request, host=host, timeout=5)
+    head, _, body = answer.partition(b"\r\n\r\n")
     status, *fields = head.split(b"\r\n")
     lines = [status]
     for line in fields:
         name, _, value = line.partition(b": ")
         lines.append(name.lower() + b": " + value)
     return lines, body
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class Downstream:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FunctionProcess
+from conftest import FunctionProcess, send_raw
 from emulator_support import ECHO, Emulator, start
 
 from faas_runtime._bearer import BearerVerifier
@@ -130,19 +130,6 @@ def emulator(site: Path, cache: Path) -> Iterator[Emulator]:
     running.stop()
 
 
-def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
-    """Send ``data`` as is and return every byte until close or silence."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks: list[bytes] = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return b"".join(chunks)
-
-
 def statuses(answer: bytes) -> list[int]:
     """The status code of every response in a raw byte stream."""
     return [
@@ -208,7 +195,7 @@ def test_hostile_function_names_are_refused(
         "Connection: close\r\n\r\n"
     ).encode()
 
-    answer = raw(emulator.port, request)
+    answer = send_raw(emulator.port, request)
 
     codes = statuses(answer)
     # Async accepts any name with 202 as CE does (no existence check), and
@@ -291,7 +278,7 @@ def test_forwarded_header_injection_never_splits(
         + b"Connection: close\r\n\r\n"
     )
 
-    answer = raw(emulator.port, request)
+    answer = send_raw(emulator.port, request)
 
     codes = statuses(answer)
     assert codes, answer[:300]
@@ -340,7 +327,7 @@ def test_gateway_smuggling_reaches_the_function_once_at_most(
     """Conflicting framing: refused or closed; the smuggled GET never runs."""
     before = ledger_lines(site)
 
-    answer = raw(emulator.port, SHAPES[shape], timeout=5)
+    answer = send_raw(emulator.port, SHAPES[shape], timeout=5)
 
     codes = statuses(answer)
     assert all(code in {200, 400, 501} for code in codes), answer[:300]
@@ -371,7 +358,7 @@ def test_runtime_smuggling_reaches_the_handler_once_at_most(
     fn, ledger = counted_runtime
     data = SHAPES[shape].replace(b"/function/count", b"")
 
-    answer = raw(fn.port, data, timeout=5)
+    answer = send_raw(fn.port, data, timeout=5)
 
     codes = statuses(answer)
     assert all(code in {200, 400, 501} for code in codes), answer[:300]
@@ -392,7 +379,7 @@ def test_gateway_refuses_a_one_mebibyte_header(emulator: Emulator) -> None:
     )
 
     try:
-        answer = raw(emulator.port, request)
+        answer = send_raw(emulator.port, request)
     except (BrokenPipeError, ConnectionResetError):
         answer = b""
 
@@ -412,7 +399,7 @@ def test_runtime_refuses_a_one_mebibyte_header(
     )
 
     try:
-        answer = raw(fn.port, request)
+        answer = send_raw(fn.port, request)
     except (BrokenPipeError, ConnectionResetError):
         answer = b""
 

@@ -94,24 +94,13 @@ def lay_out(folder: Path) -> Path:
     return folder
 
 
-def boot(project: Path, cache: Path, *extra: str) -> Emulator:
-    """``start``, again on another port if a function took the chosen one."""
-    for _ in range(3):
-        try:
-            return start(project, cache, *extra)
-        except RuntimeError as exc:
-            if "Address already in use" not in str(exc):
-                raise
-    raise AssertionError("no free port for the gateway after three tries")
-
-
 @pytest.fixture(scope="module")
 def emulator(
     tmp_path_factory: pytest.TempPathFactory, cache: Path
 ) -> Iterator[Emulator]:
     """One gateway with a 2 s upstream timeout."""
     project = lay_out(tmp_path_factory.mktemp("faults") / "project")
-    running = boot(project, cache, "--upstream-timeout", "2s")
+    running = start(project, cache, "--upstream-timeout", "2s")
     yield running
     running.stop()
 
@@ -282,7 +271,7 @@ def test_auth_plugin_answering_garbage_is_500(
 ) -> None:
     """A plugin that answers nonsense never lets a caller in: 500."""
     url, server = serve_garbage(answer)
-    emulator = boot(lay_out(tmp_path / "p"), cache, "--auth-proxy-url", url)
+    emulator = start(lay_out(tmp_path / "p"), cache, "--auth-proxy-url", url)
     try:
         refused = httpx.get(
             f"{emulator.url}/system/functions", auth=("ops", "x"), timeout=30
@@ -383,7 +372,7 @@ def overfill(
     tmp_path: Path, cache: Path, state: Path
 ) -> tuple[list[httpx.Response], int, int]:
     """Fill the state folder under a gateway; async calls, a sync one, recovery."""
-    emulator = boot(lay_out(tmp_path / "p"), cache, "--state-dir", str(state))
+    emulator = start(lay_out(tmp_path / "p"), cache, "--state-dir", str(state))
     try:
         assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
         fill(state)

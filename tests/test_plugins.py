@@ -28,6 +28,7 @@ import httpx
 import jwt
 import pytest
 import waitress
+from conftest import send_raw
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -90,17 +91,13 @@ def basic(user: str, password: str) -> str:
 def raw_get(url: str, path: str, authorization: bytes) -> tuple[bytes, bytes]:
     """GET ``path`` with an Authorization header exactly as given."""
     host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(
-            b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: " + authorization + b"\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    request = (
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: " + authorization + b"\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    answer = send_raw(int(port), request, host=host, timeout=5)
+    head, _, body = answer.partition(b"\r\n\r\n")
     return head.lower(), body
 
 
