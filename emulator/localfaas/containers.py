@@ -28,10 +28,12 @@ Each container is labelled ``com.localfaas.owner=<state dir>``:
 :meth:`ContainerSupervisor.stop_all` removes them all, and a new supervisor
 on the same state dir removes what a killed run left behind.
 
-Errors are the process supervisor's (``FunctionNotFound``, ``NoReplicas``,
-``DeployError``, and ``MissingSecrets`` from the secret store); building
-the supervisor raises ``EngineUnavailable`` when no engine answers or this
-user may not use it.
+The bookkeeping behind these (versions, scaling, round robin, status and
+log lines) and the errors (``FunctionNotFound``, ``NoReplicas``,
+``DeployError``, and ``MissingSecrets`` from the secret store) are the
+process supervisor's, shared in ``replicas``; this module only runs,
+probes, restarts and removes containers. Building the supervisor raises
+``EngineUnavailable`` when no engine answers or this user may not use it.
 """
 
 from __future__ import annotations
@@ -44,45 +46,38 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import docker.errors
 
 from .builder import Progress, build, connect, image_problem, network_mode
 from .errors import LocalfaasError
-from .stack import FunctionSpec, function_name_problem
-
-# The process supervisor's log keeping, replica counting and build layout
-# are the provider's behaviour, not the processes': they are shared, not
-# copied.
-from .supervisor import (
-    _BACKOFF_FIRST,
-    _BACKOFF_MAX,
-    _DRAIN_MARGIN,
-    _STABLE_AFTER,
+from .replicas import (
+    HEALTH_PATH,
+    LOOPBACK,
+    MAX_LINE,
+    STABLE_AFTER,
+    STOPPED,
+    TAIL_LINES,
+    Backoff,
     DeployError,
     Deployment,
-    FunctionNotFound,
-    FunctionState,
-    LogLine,
-    LogQueue,
+    Function,
     LogSink,
-    NoReplicas,
+    ReplicaSupervisor,
     SecretSource,
     SupervisorError,
-    _check,
-    _clamp,
-    _copy_sources,
-    _drain_limit,
-    _free_port,
-    _healthy,
-    _Logs,
+    Version,
+    check_deployment,
+    drain_limit,
+    free_port,
+    healthy,
+    lay_out,
 )
+from .stack import FunctionSpec, function_name_problem
 
 __all__ = [
     "FUNCTION_LABEL",
@@ -104,13 +99,8 @@ SECRETS_TARGET = "/var/openfaas/secrets"
 # can be pulled, scripts/base-image builds one).
 PYTHON_IMAGE_VARIABLE = "LOCALFAAS_PYTHON_IMAGE"
 
-_LOOPBACK = "127.0.0.1"
-_HEALTH_PATH = "/_/health"
 # The platform always dials 8080 inside a function's network (§4.1).
 _CONTAINER_PORT = "8080"
-_STOPPED = "the supervisor is stopped: start a new one"
-_TAIL_LINES = 30
-_MAX_LINE = 64 * 1024
 _POLL = 0.5
 # Creating a container copies its image on the vfs driver: seconds each.
 _KEEPER_EXIT = 60.0
@@ -123,7 +113,7 @@ def python_image_args(environ: Mapping[str, str]) -> dict[str, str]:
     return {"PYTHON_IMAGE": image} if image else {}
 
 
-class ContainerSupervisor:
+class ContainerSupervisor(ReplicaSupervisor["_Version", "_Replica"]):
     """Deploys, scales, restarts and stops functions as Docker containers.
 
     Thread-safe. ``log_sink`` is called from one reader thread per
@@ -131,6 +121,9 @@ class ContainerSupervisor:
     engine at ``DOCKER_HOST`` (closed by :meth:`stop_all`); ``build_args``
     to :func:`python_image_args` of the environment.
     """
+
+    logger = log
+    poll_interval = _POLL
 
     def __init__(
         self,
@@ -144,9 +137,14 @@ class ContainerSupervisor:
         retire_grace: float = 1.0,
         log_lines: int = 2000,
     ) -> None:
-        self.state_dir = Path(state_dir).absolute()
-        self.health_timeout = health_timeout
-        self.retire_grace = retire_grace
+        super().__init__(
+            state_dir,
+            secrets=secrets,
+            log_sink=log_sink,
+            health_timeout=health_timeout,
+            retire_grace=retire_grace,
+            log_lines=log_lines,
+        )
         if build_args is None:
             build_args = python_image_args(os.environ)
         self.build_args = dict(build_args)
@@ -154,175 +152,12 @@ class ContainerSupervisor:
         self.client = connect() if client is None else client
         # None: a bridge exists and ports are published; else "host".
         self._network = network_mode(self.client)
-        self._secrets = secrets
-        self._sink = log_sink
-        self._log_lines = log_lines
 
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._functions: dict[str, _Function] = {}
-        self._logs: dict[str, _Logs] = {}
         self._replicas: set[_Replica] = set()
         self._disposers: list[threading.Thread] = []
-        self._numbers: dict[str, int] = {}
         self._serials: dict[str, int] = {}
-        self._deploying: dict[str, threading.Lock] = {}
-        self._closed = threading.Event()
         self._remove_leftovers()
         shutil.rmtree(self._mounts, ignore_errors=True)
-
-    def __enter__(self) -> ContainerSupervisor:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop_all()
-
-    def deploy(
-        self, deployment: Deployment, progress: Progress | None = None
-    ) -> FunctionState:
-        """Start ``deployment``; if it already runs, roll it over to this one.
-
-        Returns once the new containers are healthy and serving. On failure
-        the previous version, if any, keeps serving and nothing of the new
-        one is left running. ``progress`` gets the image build's lines.
-        """
-        _check_deployment(deployment)
-        with self._deploying_lock(deployment.name):
-            version = self._prepare(deployment, progress)
-            try:
-                self._start(version, self._initial_count(deployment))
-                self._switch(version)
-            except BaseException:
-                self._discard(version)
-                raise
-        return self.status(deployment.name)
-
-    def reload(
-        self, name: str, handler_dir: Path, progress: Progress | None = None
-    ) -> FunctionState:
-        """Rebuild ``name`` from ``handler_dir`` and swap its containers.
-
-        Raises ``DeployError`` (e.g. the failed build step) and leaves the
-        old containers serving.
-        """
-        deployment = self.status(name).deployment
-        return self.deploy(replace(deployment, handler_dir=handler_dir), progress)
-
-    def remove(self, name: str) -> None:
-        """Stop serving ``name``; its containers drain and are removed."""
-        with self._deploying_lock(name), self._changed:
-            function = self._functions.pop(name, None)
-            if function is None:
-                raise FunctionNotFound(name)
-            self._retire(function.version.replicas, grace=0.0)
-            logs = self._logs.pop(name)
-            self._changed.notify_all()
-        logs.close()
-        log.info("function %s removed", name)
-
-    def scale(self, name: str, replicas: int) -> int:
-        """Set the replica count of ``name``; return the count applied.
-
-        0 scales to zero. Other counts are kept within the function's
-        ``com.openfaas.scale.min`` (default 1) and ``com.openfaas.scale.max``
-        (default 5) labels.
-        """
-        if replicas < 0:
-            raise ValueError(f"replicas must be 0 or more, not {replicas}")
-        with self._changed:
-            function = self._get(name)
-            target = _clamp(function.version.deployment.labels, replicas)
-            self._resize(function, target)
-        log.info("function %s scaled to %d", name, target)
-        return target
-
-    def endpoint(self, name: str, timeout: float = 30.0) -> tuple[str, int]:
-        """Where to send the next request for ``name``: round robin.
-
-        A function scaled to zero is started first, as the gateway's
-        scale-from-zero does. Raises ``FunctionNotFound``, or
-        ``NoReplicas`` after ``timeout`` seconds without a ready container.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                function = self._get(name)
-                ports = function.ready_ports()
-                if ports:
-                    function.turn += 1
-                    return _LOOPBACK, ports[function.turn % len(ports)]
-
-                if function.desired == 0:
-                    log.info("function %s scaling up from zero", name)
-                    labels = function.version.deployment.labels
-                    self._resize(function, _clamp(labels, 1))
-
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise NoReplicas(name, timeout)
-                self._changed.wait(min(remaining, _POLL))
-
-    def status(self, name: str) -> FunctionState:
-        """Desired and ready replicas of ``name``, and what it runs."""
-        with self._lock:
-            function = self._get(name)
-            return FunctionState(
-                name=name,
-                deployment=function.version.deployment,
-                replicas=function.desired,
-                available_replicas=len(function.ready_ports()),
-                created_at=function.created_at,
-                version=function.version.number,
-            )
-
-    def names(self) -> list[str]:
-        """The deployed functions, sorted."""
-        with self._lock:
-            return sorted(self._functions)
-
-    def logs(
-        self,
-        name: str,
-        since: datetime | None = None,
-        tail: int = -1,
-        instance: str | None = None,
-    ) -> list[LogLine]:
-        """The kept lines of ``name``: newer than ``since``, the last ``tail``.
-
-        ``tail`` < 0 means all of them, 0 none; ``instance`` is a
-        container name.
-        """
-        with self._lock:
-            logs = self._get_logs(name)
-        return logs.select(since, tail, instance)
-
-    def subscribe(
-        self,
-        name: str,
-        since: datetime | None = None,
-        tail: int = 0,
-        instance: str | None = None,
-    ) -> LogQueue:
-        """A queue of the lines ``name`` prints from now on (``follow``).
-
-        It starts with the kept lines ``logs(name, since, tail, instance)``
-        returns. ``None`` in the queue means the function is gone.
-        """
-        with self._lock:
-            logs = self._get_logs(name)
-        return logs.subscribe(since, tail, instance)
-
-    def unsubscribe(self, name: str, lines: LogQueue) -> None:
-        """Stop feeding ``lines``."""
-        with self._lock:
-            logs = self._logs.get(name)
-        if logs is not None:
-            logs.unsubscribe(lines)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         """Stop every container (SIGTERM, SIGKILL after ``timeout``), remove it.
@@ -354,6 +189,9 @@ class ContainerSupervisor:
 
     # -- preparing a version --------------------------------------------------
 
+    def _check(self, deployment: Deployment) -> None:
+        _check_deployment(deployment)
+
     @property
     def _mounts(self) -> Path:
         # Not state_dir/secrets: the secret store keeps its own files there.
@@ -361,7 +199,7 @@ class ContainerSupervisor:
 
     def _prepare(self, deployment: Deployment, progress: Progress | None) -> _Version:
         if self._closed.is_set():
-            raise SupervisorError(_STOPPED)
+            raise SupervisorError(STOPPED)
 
         number = self._next_number(deployment.name)
         secrets = self._materialize(deployment, number)
@@ -378,7 +216,7 @@ class ContainerSupervisor:
             built=deployment.template_dir is not None,
             secrets=secrets,
             logs=self._logs_for(deployment),
-            drain_limit=_drain_limit(deployment) + _DRAIN_MARGIN,
+            drain_limit=drain_limit(deployment),
         )
 
     def _materialize(self, deployment: Deployment, number: int) -> Path:
@@ -410,15 +248,7 @@ class ContainerSupervisor:
             return self._local_or_pulled(deployment)
 
         folder = self.state_dir / "builds" / deployment.name / str(number)
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            _copy_sources(deployment, folder)
-        except OSError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise DeployError(
-                deployment.name,
-                f"cannot lay out its build folder {str(folder)!r}: {exc}",
-            ) from exc
+        lay_out(deployment, folder)
         try:
             return self._build(deployment, folder, progress)
         finally:
@@ -467,29 +297,6 @@ class ContainerSupervisor:
                 "or check the name and your registry login (docker login)",
             ) from exc
 
-    def _logs_for(self, deployment: Deployment) -> _Logs:
-        with self._lock:
-            logs = self._logs.get(deployment.name)
-            if logs is None:
-                logs = _Logs(deployment.name, self._sink, self._log_lines)
-                self._logs[deployment.name] = logs
-            logs.namespace = deployment.namespace
-            return logs
-
-    def _next_number(self, name: str) -> int:
-        with self._lock:
-            self._numbers[name] = self._numbers.get(name, 0) + 1
-            return self._numbers[name]
-
-    def _initial_count(self, deployment: Deployment) -> int:
-        # As the process supervisor: an update keeps the count it was
-        # scaled to, but never zero, so the new version proves it starts.
-        with self._lock:
-            current = self._functions.get(deployment.name)
-            if current is not None and current.desired > 0:
-                return _clamp(deployment.labels, current.desired)
-        return _clamp(deployment.labels, 1)
-
     # -- starting, switching, retiring ----------------------------------------
 
     def _start(self, version: _Version, count: int) -> None:
@@ -502,9 +309,9 @@ class ContainerSupervisor:
         name = version.deployment.name
         with self._lock:
             if self._closed.is_set():
-                raise SupervisorError(_STOPPED)
+                raise SupervisorError(STOPPED)
             serial = self._serials[name] = self._serials.get(name, 0) + 1
-            port = _free_port() if self._network == "host" else None
+            port = free_port() if self._network == "host" else None
             replica = _Replica(version, f"localfaas-{name}-{serial}", port)
             version.replicas.append(replica)
             self._replicas.add(replica)
@@ -524,57 +331,27 @@ class ContainerSupervisor:
                 if time.monotonic() > deadline:
                     raise DeployError(
                         name,
-                        f"{_HEALTH_PATH} of its container {pending[0].name} did "
+                        f"{HEALTH_PATH} of its container {pending[0].name} did "
                         f"not answer 200 within {self.health_timeout:g}s; its "
                         "last output:",
                         pending[0].output(),
                     )
                 self._changed.wait(_POLL)
 
-    def _switch(self, version: _Version) -> None:
-        name = version.deployment.name
-        with self._changed:
-            if self._closed.is_set():
-                raise SupervisorError(_STOPPED)
-            function = self._functions.get(name)
-            if function is None:
-                function = _Function(version, datetime.now(UTC), 0)
-                self._functions[name] = function
-            old = function.version
-            asked = function.desired
+    def _serve(self, version: _Version) -> None:
+        version.serving = True
+        for replica in version.replicas:
+            # One that exited before now was left to the deploy to
+            # report; from now on it is restarted like any other.
+            if replica.keeper is not None and not replica.keeper.is_alive():
+                self._keep(replica)
 
-            function.version = version
-            function.desired = len(version.replicas)
-            version.serving = True
-            for replica in version.replicas:
-                # One that exited before now was left to the deploy to
-                # report; from now on it is restarted like any other.
-                if replica.keeper is not None and not replica.keeper.is_alive():
-                    self._keep(replica)
-            if old is not version:
-                self._retire(old.replicas, self.retire_grace)
-            asked = _clamp(version.deployment.labels, asked)
-            if asked > len(version.replicas):
-                # Scaled up while this version was being built.
-                self._resize(function, asked)
-            self._changed.notify_all()
-        log.info(
-            "function %s version %d serving from %s",
-            name,
-            version.number,
-            ", ".join(replica.name for replica in version.replicas),
-        )
+    def _serving_from(self, function: Function[_Version]) -> str:
+        names = (replica.name for replica in function.version.replicas)
+        return f"from {', '.join(names)}"
 
-    def _resize(self, function: _Function, target: int) -> None:
-        replicas = function.version.replicas
-        for _ in range(target - len(replicas)):
-            self._keep(self._add_replica(function.version))
-        if len(replicas) > target:
-            extra = replicas[target:]
-            del replicas[target:]
-            self._retire(extra, self.retire_grace)
-        function.desired = target
-        self._changed.notify_all()
+    def _start_one(self, version: _Version) -> None:
+        self._keep(self._add_replica(version))
 
     def _retire(self, replicas: Iterable[_Replica], grace: float) -> None:
         # Requests may already be on their way to these ports, so SIGTERM
@@ -710,7 +487,7 @@ class ContainerSupervisor:
         # Stopped while the engine was creating it.
         with suppress(docker.errors.DockerException, OSError):
             container.remove(force=True)
-        raise SupervisorError(_STOPPED)
+        raise SupervisorError(STOPPED)
 
     def _options(self, replica: _Replica) -> dict[str, Any]:
         version = replica.version
@@ -764,7 +541,7 @@ class ContainerSupervisor:
     def _probe(self, replica: _Replica, run: _Run) -> None:
         delay = 0.05
         while not run.exited.is_set() and not replica.stopping:
-            if _healthy(run.port):
+            if healthy(run.port):
                 run.healthy.set()
                 break
             time.sleep(delay)
@@ -792,27 +569,6 @@ class ContainerSupervisor:
             )
         _each(found, _remove_container)
         return len(found)
-
-    # -- small helpers --------------------------------------------------------
-
-    def _get(self, name: str) -> _Function:
-        function = self._functions.get(name)
-        if function is None:
-            raise FunctionNotFound(name)
-        return function
-
-    def _get_logs(self, name: str) -> _Logs:
-        logs = self._logs.get(name)
-        if logs is None:
-            raise FunctionNotFound(name)
-        return logs
-
-    @contextmanager
-    def _deploying_lock(self, name: str) -> Iterator[None]:
-        with self._lock:
-            lock = self._deploying.setdefault(name, threading.Lock())
-        with lock:
-            yield
 
 
 @dataclass(eq=False)
@@ -843,8 +599,8 @@ class _Replica:
         self.failure: SupervisorError | None = None
         self.stopping = False
         self.wake = threading.Event()
-        self.backoff = _BACKOFF_FIRST
-        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self.backoff = Backoff()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.keeper: threading.Thread | None = None
 
     def ready_port(self) -> int | None:
@@ -870,11 +626,9 @@ class _Replica:
         served = 0.0
         if run is not None and run.healthy.is_set():
             served = time.monotonic() - run.started
-        if served >= _STABLE_AFTER:
-            self.backoff = _BACKOFF_FIRST
-        delay = self.backoff
-        self.backoff = min(delay * 2, _BACKOFF_MAX)
-        return delay
+        if served >= STABLE_AFTER:
+            self.backoff.forgive()
+        return self.backoff.next()
 
     def follow(self, run: _Run, since: float) -> None:
         """Feed what this start of the container prints to the logs."""
@@ -918,33 +672,13 @@ class _Replica:
 
 
 @dataclass(eq=False)
-class _Version:
+class _Version(Version[_Replica]):
     """One deploy of a function: its image, secrets and containers."""
 
-    deployment: Deployment
-    number: int
     image: str
     built: bool
     secrets: Path
-    logs: _Logs
-    drain_limit: float
     serving: bool = False
-    replicas: list[_Replica] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Function:
-    """A deployed name: its serving version and desired replica count."""
-
-    version: _Version
-    created_at: datetime
-    desired: int
-    turn: int = -1
-
-    def ready_ports(self) -> list[int]:
-        """Ports of the containers that can take a request now."""
-        ports = (replica.ready_port() for replica in self.version.replicas)
-        return [port for port in ports if port is not None]
 
 
 def _check_deployment(deployment: Deployment) -> None:
@@ -953,7 +687,7 @@ def _check_deployment(deployment: Deployment) -> None:
     if problem is not None:
         raise DeployError(name, f"the name is invalid: {problem}")
     if deployment.template_dir is not None:
-        _check(deployment)
+        check_deployment(deployment)
 
     problem = _reference_problem(deployment)
     if problem is not None:
@@ -984,12 +718,12 @@ def _networking(port: int | None) -> tuple[dict[str, str], dict[str, Any]]:
     """The container's ``port`` settings and network options."""
     if port is None:
         # Published on loopback only: the gateway is the way in.
-        published = {f"{_CONTAINER_PORT}/tcp": (_LOOPBACK, None)}
+        published = {f"{_CONTAINER_PORT}/tcp": (LOOPBACK, None)}
         return {"port": _CONTAINER_PORT}, {"ports": published}
 
     # The host's network: every container shares its ports, so each takes
     # its own, and only on loopback, as a published port would be.
-    env = {"port": str(port), "listen_address": _LOOPBACK}
+    env = {"port": str(port), "listen_address": LOOPBACK}
     return env, {"network_mode": "host"}
 
 
@@ -1005,9 +739,9 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
     for chunk in chunks:
         *whole, partial = (partial + chunk).split(b"\n")
         for raw in whole:
-            yield raw[:_MAX_LINE].decode(errors="replace").rstrip("\r")
-        if len(partial) > _MAX_LINE:
-            yield partial[:_MAX_LINE].decode(errors="replace")
+            yield raw[:MAX_LINE].decode(errors="replace").rstrip("\r")
+        if len(partial) > MAX_LINE:
+            yield partial[:MAX_LINE].decode(errors="replace")
             partial = b""
     if partial:
         yield partial.decode(errors="replace").rstrip("\r")
@@ -1056,7 +790,7 @@ def _raise_if_failed(name: str, replica: _Replica) -> None:
     raise DeployError(
         name,
         f"its container {replica.name} {_describe(run.status)} before "
-        f"{_HEALTH_PATH} answered; its last output:",
+        f"{HEALTH_PATH} answered; its last output:",
         replica.output(),
     )
 
