@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 from conftest import free_port
+from servers import serving_https
 from test_client import BASIC, FakeGateway, closed_port, running
 
 from faas_runtime import _webhooks as webhooks
@@ -46,7 +46,7 @@ from localfaas.cli import (
 from localfaas.errors import ConfigurationError
 from localfaas.settings import UpOptions
 from localfaas.stack import StackError
-from localfaas.tls import default_tls_dir, ensure_certificates, serve_tls
+from localfaas.tls import default_tls_dir, ensure_certificates
 
 # Every variable the CLI reads; each test starts without them.
 _ENVIRONMENT = (
@@ -1182,18 +1182,12 @@ class TestLogs:
 
 @pytest.fixture
 def https_gateway(tmp_path: Path) -> Iterator[FakeGateway]:
-    """The fake gateway behind the TLS relay, its CA where ``up --tls`` keeps it."""
+    """The fake gateway over HTTPS, its CA where ``up --tls`` keeps it."""
     files = ensure_certificates(default_tls_dir(), [])
     fake = FakeGateway()
-    server = serve_tls(fake, "127.0.0.1", 0, files, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    fake.url = f"https://localhost:{server.effective_port}"
-    try:
+    with serving_https(fake, files) as port:
+        fake.url = f"https://localhost:{port}"
         yield fake
-    finally:
-        server.stop()
-        thread.join(10)
 
 
 class TestHttps:

@@ -21,6 +21,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
 import waitress
+from servers import serving_https, stop_waitress
 
 from localfaas.client import Gateway
 from localfaas.errors import (
@@ -29,7 +30,7 @@ from localfaas.errors import (
     RequestFailed,
     Unauthorized,
 )
-from localfaas.tls import TlsFiles, _stop_waitress, ensure_certificates, serve_tls
+from localfaas.tls import TlsFiles, ensure_certificates
 
 # --- the fake gateway --------------------------------------------------------
 
@@ -140,7 +141,7 @@ def running(fake: FakeGateway) -> Iterator[FakeGateway]:
     try:
         yield fake
     finally:
-        _stop_waitress(server, thread)
+        stop_waitress(server, thread)
 
 
 @pytest.fixture
@@ -476,21 +477,15 @@ class TestConnection:
 
 @pytest.fixture
 def tls_gateway(tmp_path: Path) -> Iterator[tuple[FakeGateway, TlsFiles, int]]:
-    """The fake gateway behind the TLS relay, with its local CA."""
+    """The fake gateway over HTTPS with its local CA, as ``up --tls`` serves."""
     files = ensure_certificates(tmp_path / "tls", [])
     fake = FakeGateway()
-    server = serve_tls(fake, "127.0.0.1", 0, files, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield fake, files, server.effective_port
-    finally:
-        server.stop()
-        thread.join(10)
+    with serving_https(fake, files) as port:
+        yield fake, files, port
 
 
 class TestHttps:
-    """https against the TLS relay and its local CA."""
+    """https against a server with the local CA's certificate."""
 
     def test_the_local_ca_file_makes_https_work(
         self, tls_gateway: tuple[FakeGateway, TlsFiles, int]
