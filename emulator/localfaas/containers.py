@@ -74,8 +74,8 @@ from .replicas import (
     check_deployment,
     drain_limit,
     free_port,
-    healthy,
     lay_out,
+    no_secret_store,
 )
 from .stack import FunctionSpec, function_name_problem
 
@@ -222,11 +222,7 @@ class ContainerSupervisor(ReplicaSupervisor["_Version", "_Replica"]):
     def _materialize(self, deployment: Deployment, number: int) -> Path:
         folder = self._mounts / deployment.name / str(number)
         if deployment.secrets and self._secrets is None:
-            raise DeployError(
-                deployment.name,
-                f"it lists secrets {list(deployment.secrets)} but the "
-                "emulator has no secret store: start it with one",
-            )
+            raise no_secret_store(deployment)
         self._mounts.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._mounts.chmod(0o700)
         if self._secrets is not None:
@@ -461,12 +457,11 @@ class ContainerSupervisor(ReplicaSupervisor["_Version", "_Replica"]):
         replica.failure = None
         replica.run = run
         replica.follow(run, since)
-        threading.Thread(
-            target=self._probe,
-            args=(replica, run),
-            name=f"probe-{replica.name}",
-            daemon=True,
-        ).start()
+
+        def gone() -> bool:
+            return run.exited.is_set() or replica.stopping
+
+        self._probe(replica.name, run.port, run.healthy, gone, 0.05)
         return run
 
     def _create(self, replica: _Replica) -> Any:
@@ -537,17 +532,6 @@ class ContainerSupervisor(ReplicaSupervisor["_Version", "_Replica"]):
             "name localfaas gives this function's container: remove it with "
             f"'docker rm -f {name}' (or stop that run), or rename the function",
         )
-
-    def _probe(self, replica: _Replica, run: _Run) -> None:
-        delay = 0.05
-        while not run.exited.is_set() and not replica.stopping:
-            if healthy(run.port):
-                run.healthy.set()
-                break
-            time.sleep(delay)
-            delay = min(delay * 1.5, _POLL)
-        with self._changed:
-            self._changed.notify_all()
 
     def _remove_leftovers(self) -> int:
         """Remove containers of this state dir that nothing here keeps."""

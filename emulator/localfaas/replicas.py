@@ -81,6 +81,7 @@ __all__ = [
     "free_port",
     "healthy",
     "lay_out",
+    "no_secret_store",
 ]
 
 # The name the provider's messages have always had, so an operator's
@@ -111,6 +112,8 @@ _BACKOFF_MAX = 30.0
 STABLE_AFTER = 10.0
 
 _SUBSCRIBER_QUEUE = 10_000
+# The longest wait between two health checks of a starting replica.
+_PROBE_MAX = 0.5
 
 # faas-cli build copies every entry of the handler folder except these
 # (tooling.md §3.2).
@@ -673,6 +676,44 @@ class ReplicaSupervisor(ABC, Generic[V, R]):
         function.desired = target
         self._changed.notify_all()
 
+    # -- readiness --------------------------------------------------------------
+
+    def _probe(
+        self,
+        instance: str,
+        port: int,
+        ready: threading.Event,
+        gone: Callable[[], bool],
+        first_delay: float,
+    ) -> None:
+        """Ask ``port``'s ``/_/health`` in a thread until it answers 200.
+
+        Then ``ready`` is set; the probe gives up once ``gone()`` says the
+        run ended or is stopping. Either way, waiters on it are woken.
+        """
+        threading.Thread(
+            target=self._poll_health,
+            args=(port, ready, gone, first_delay),
+            name=f"probe-{instance}",
+            daemon=True,
+        ).start()
+
+    def _poll_health(
+        self,
+        port: int,
+        ready: threading.Event,
+        gone: Callable[[], bool],
+        delay: float,
+    ) -> None:
+        while not gone():
+            if healthy(port):
+                ready.set()
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, _PROBE_MAX)
+        with self._changed:
+            self._changed.notify_all()
+
     # -- small helpers ----------------------------------------------------------
 
     def _get(self, name: str) -> Function[V]:
@@ -717,6 +758,15 @@ def check_deployment(deployment: Deployment) -> None:
         raise DeployError(
             name, "there is nothing to run: give a template or an fprocess"
         )
+
+
+def no_secret_store(deployment: Deployment) -> DeployError:
+    """The error for ``deployment`` listing secrets with no store to fill."""
+    return DeployError(
+        deployment.name,
+        f"it lists secrets {list(deployment.secrets)} but the "
+        "emulator has no secret store: start it with one",
+    )
 
 
 def lay_out(deployment: Deployment, folder: Path) -> None:

@@ -86,8 +86,8 @@ from .replicas import (
     check_deployment,
     drain_limit,
     free_port,
-    healthy,
     lay_out,
+    no_secret_store,
 )
 
 __all__ = [
@@ -260,11 +260,7 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
             return folder
 
         if deployment.secrets:
-            raise DeployError(
-                deployment.name,
-                f"it lists secrets {list(deployment.secrets)} but the "
-                "emulator has no secret store: start it with one",
-            )
+            raise no_secret_store(deployment)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return folder
 
@@ -333,24 +329,12 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
             _reader(process.stderr, run, version.logs, replica.instance, True),
         ]
         replica.run = run
-        threading.Thread(
-            target=self._probe,
-            args=(replica, run),
-            name=f"probe-{replica.instance}",
-            daemon=True,
-        ).start()
-        return run
 
-    def _probe(self, replica: _Replica, run: _Run) -> None:
-        delay = 0.01
-        while replica.run is run and not replica.stopping and not run.exited():
-            if healthy(run.port):
-                run.healthy.set()
-                break
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-        with self._changed:
-            self._changed.notify_all()
+        def gone() -> bool:
+            return replica.run is not run or replica.stopping or run.exited()
+
+        self._probe(replica.instance, run.port, run.healthy, gone, 0.01)
+        return run
 
     def _await_healthy(self, version: _Version, replicas: list[_Replica]) -> None:
         name = version.deployment.name
