@@ -662,20 +662,121 @@ class TestRouter:
         assert seen["headers"]["user-agent"] == "openfaas-ce/nats-queue-worker"
 
 
-class TestServer:
-    """Listening, TLS, and stopping."""
+class TestTls:
+    """``up --tls``: uvicorn serving the gateway with the local CA's files."""
 
-    def test_https_with_the_local_ca(self, stack: Stack, tmp_path: Path) -> None:
-        """A client that trusts ca.pem calls a function over TLS."""
-        files = ensure_certificates(tmp_path / "tls", ["127.0.0.1"])
-        served = serve(stack, tls=files)
+    @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+    def test_a_client_trusting_the_ca_calls_a_function(
+        self, secure: Running, tls_files: TlsFiles, host: str
+    ) -> None:
+        """A strictly verified call by name and by address, keep-alive too."""
+        url = f"https://{host}:{secure.server.port}/function/echo"
+        with httpx.Client(verify=trusting(tls_files)) as client:
+            first = client.post(url, content=b"one")
+            second = client.post(url, content=b"two")
+            assert client_address(first) == client_address(second)
+
+        assert first.status_code == second.status_code == 200
+        assert (first.json()["length"], second.json()["length"]) == (3, 3)
+        forwarded = first.json()["headers"]["x-forwarded-for"]
+        assert forwarded.startswith("127.0.0.1:")
+
+    def test_a_client_without_the_ca_is_refused(
+        self, secure: Running, tls_files: TlsFiles
+    ) -> None:
+        """The system's CAs alone do not trust the local CA; serving goes on."""
+        url = f"{secure.url}/healthz"
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
+            httpx.get(url, verify=ssl.create_default_context())
+
+        assert httpx.get(url, verify=trusting(tls_files)).status_code == 200
+
+    def test_the_host_name_is_checked_against_the_certificate(
+        self, secure: Running, tls_files: TlsFiles
+    ) -> None:
+        """A name in the certificate passes; one outside it is refused."""
+        address = ("127.0.0.1", secure.server.port)
+        context = trusting(tls_files)
+
+        with (
+            socket.create_connection(address, timeout=PATIENCE) as raw,
+            context.wrap_socket(raw, server_hostname="gateway.test") as tls,
+        ):
+            assert tls.getpeercert() is not None
+
+        with (
+            socket.create_connection(address, timeout=PATIENCE) as raw,
+            pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
+        ):
+            context.wrap_socket(raw, server_hostname="elsewhere.test")
+
+    def test_large_bodies_pass_both_ways_intact(
+        self, secure: Running, tls_files: TlsFiles
+    ) -> None:
+        """5 MiB up and 5 MiB down arrive whole over TLS."""
+        data = _pattern(5 << 20)
+        with httpx.Client(verify=trusting(tls_files), timeout=PATIENCE) as client:
+            up = client.post(f"{secure.url}/function/echo", content=data)
+            down = client.get(f"{secure.url}/function/echo/big?{5 << 20}")
+
+        assert up.json()["length"] == len(data)
+        assert up.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert down.content == data
+
+    def test_a_streamed_answer_arrives_complete(self, tls_files: TlsFiles) -> None:
+        """500 chunks sent one by one reach the client all, in order."""
+        function = RawFunction(five_hundred_lines)
+        served = serve(Stack(ports={"lines": function.port}), tls=tls_files)
         try:
-            trust = ssl.create_default_context(cafile=files.ca)
-            response = httpx.get(f"{served.url}/function/echo", verify=trust)
+            url = f"{served.url}/function/lines"
+            answer = httpx.get(url, verify=trusting(tls_files), timeout=PATIENCE)
         finally:
             served.stop()
-        assert response.status_code == 200
-        assert response.json()["headers"]["x-forwarded-for"].startswith("127.0.0.1:")
+            function.close()
+
+        lines = answer.text.splitlines()
+        assert lines == [f'{{"line": {n}}}' for n in range(500)]
+
+
+def trusting(files: TlsFiles) -> ssl.SSLContext:
+    """A client context that trusts only the local CA, checked strictly."""
+    context = ssl.create_default_context(cafile=files.ca)
+    # Python 3.13 makes strict X.509 checks the default; pass them now.
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    return context
+
+
+def client_address(response: httpx.Response) -> Any:
+    """The client's end of the connection that carried ``response``."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def five_hundred_lines(request: Request, sock: socket.socket) -> bool:
+    """A chunked answer of 500 JSON lines, each written on its own."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+    sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+    for number in range(500):
+        sock.sendall(_chunk(f'{{"line": {number}}}\n'.encode()))
+    sock.sendall(b"0\r\n\r\n")
+    return True
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A local CA and a server certificate for localhost and gateway.test."""
+    return ensure_certificates(tmp_path / "tls", ["gateway.test"])
+
+
+@pytest.fixture
+def secure(stack: Stack, tls_files: TlsFiles) -> Iterator[Running]:
+    """The gateway in front of ``stack``, over TLS."""
+    served = serve(stack, tls=tls_files)
+    yield served
+    served.stop()
+
+
+class TestServer:
+    """Listening and stopping."""
 
     def test_a_busy_port_is_one_configuration_error(self) -> None:
         """The address and the fix, before anything is served."""
