@@ -1,7 +1,7 @@
-"""The local CA, the server certificate, and the TLS relay in front of waitress.
+"""The local CA and the server certificate that ``localfaas up --tls`` serves.
 
-Certificates are checked with ``cryptography`` and by real TLS handshakes
-(httpx and ``ssl``) against a real relay on a free loopback port.
+Certificates are checked with ``cryptography``; real TLS handshakes with
+them against the gateway's server are in ``test_fastpath.py``.
 """
 
 from __future__ import annotations
@@ -10,72 +10,17 @@ import datetime
 import os
 import re
 import socket
-import ssl
 import stat
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from localfaas.errors import ConfigurationError
-from localfaas.tls import (
-    TlsFiles,
-    TlsServer,
-    default_tls_dir,
-    ensure_certificates,
-    serve_tls,
-)
+from localfaas.tls import TlsFiles, default_tls_dir, ensure_certificates
 
 # --- helpers ---------------------------------------------------------------
-
-
-def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-    """Answer with the client address and scheme the app saw, then the body."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length)
-    seen = (
-        f"{environ['REMOTE_ADDR']} {environ['REMOTE_PORT']}"
-        f" {environ['wsgi.url_scheme']} {environ.get('HTTPS')}\n"
-    )
-    reply = seen.encode() + body
-    start_response("200 OK", [("Content-Length", str(len(reply)))])
-    return [reply]
-
-
-def streaming_app(
-    environ: WSGIEnvironment, start_response: StartResponse
-) -> Iterable[bytes]:
-    """A chunked answer written in many pieces."""
-    start_response("200 OK", [("Content-Type", "application/x-ndjson")])
-    return (f'{{"line": {n}}}\n'.encode() for n in range(500))
-
-
-@contextmanager
-def serving(app: WSGIApplication, files: TlsFiles) -> Iterator[TlsServer]:
-    """Run a TLS relay for ``app`` on a free port; stop it afterwards."""
-    server = serve_tls(app, "127.0.0.1", 0, files, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(10)
-        assert not thread.is_alive(), "the TLS server did not stop"
-
-
-def trusting(files: TlsFiles) -> ssl.SSLContext:
-    """A client context that trusts only the local CA, checked strictly."""
-    context = ssl.create_default_context(cafile=str(files.ca))
-    # Python 3.13 turns strict X.509 checks on by default; pass them now.
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    return context
 
 
 def leaf(files: TlsFiles) -> x509.Certificate:
@@ -254,131 +199,3 @@ def all_files(files: TlsFiles) -> list[Path]:
     """Every file ensure_certificates keeps."""
     folder = files.ca.parent
     return [files.ca, files.cert, files.key, folder / "ca-key.pem"]
-
-
-# --- serving ----------------------------------------------------------------
-
-
-class TestServing:
-    """Real TLS handshakes against the relay in front of waitress."""
-
-    @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
-    def test_httpx_trusting_the_ca_gets_https_answers(
-        self, files: TlsFiles, host: str
-    ) -> None:
-        """A verified handshake by name and by address, keep-alive included."""
-        with serving(echo_app, files) as server:
-            url = f"https://{host}:{server.effective_port}/"
-            with httpx.Client(verify=trusting(files)) as client:
-                first = client.post(url, content=b"one")
-                second = client.post(url, content=b"two")
-
-        assert first.status_code == second.status_code == 200
-        assert first.text.endswith(" https on\none")
-        assert second.text.endswith("\ntwo")
-
-    def test_hostname_is_checked_against_the_certificate(self, files: TlsFiles) -> None:
-        """A name in the certificate passes, one outside it is refused."""
-        with serving(echo_app, files) as server:
-            address = ("127.0.0.1", server.effective_port)
-            context = trusting(files)
-
-            with (
-                socket.create_connection(address, timeout=5) as raw,
-                context.wrap_socket(raw, server_hostname="gateway.test") as tls,
-            ):
-                assert tls.version() in ("TLSv1.2", "TLSv1.3")
-                assert tls.selected_alpn_protocol() in (None, "http/1.1")
-
-            with (
-                socket.create_connection(address, timeout=5) as raw,
-                pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
-            ):
-                context.wrap_socket(raw, server_hostname="elsewhere.test")
-
-    def test_a_client_without_the_ca_is_refused(self, files: TlsFiles) -> None:
-        """The system's CAs alone do not trust the local CA."""
-        with serving(echo_app, files) as server:
-            url = f"https://localhost:{server.effective_port}/"
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
-                httpx.get(url, verify=ssl.create_default_context())
-
-            # The relay keeps serving after a failed handshake.
-            answer = httpx.get(url, verify=trusting(files))
-            assert answer.status_code == 200
-
-    def test_the_app_sees_the_real_client_address_and_port(
-        self, files: TlsFiles
-    ) -> None:
-        """REMOTE_ADDR/PORT are the TLS client's, not the relay's."""
-        with serving(echo_app, files) as server:
-            address = ("127.0.0.1", server.effective_port)
-            with (
-                socket.create_connection(address, timeout=5) as raw,
-                trusting(files).wrap_socket(raw, server_hostname="localhost") as tls,
-            ):
-                client_port = tls.getsockname()[1]
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                answer = read_until(tls, b"\n", after=b"\r\n\r\n")
-
-        assert answer == f"127.0.0.1 {client_port} https on\n".encode()
-
-    def test_the_private_plain_port_refuses_direct_requests(
-        self, files: TlsFiles
-    ) -> None:
-        """Plain HTTP straight to waitress gets 403: TLS cannot be bypassed."""
-        with serving(echo_app, files) as server:
-            answer = httpx.get(f"http://127.0.0.1:{server.backend_port}/")
-
-        assert answer.status_code == 403
-        assert "TLS port" in answer.text
-
-    def test_large_bodies_and_streamed_answers_pass_intact(
-        self, files: TlsFiles
-    ) -> None:
-        """A 3 MB upload comes back whole; a chunked answer arrives complete."""
-        body = os.urandom(3 * 1024 * 1024)
-        with serving(echo_app, files) as server:
-            url = f"https://localhost:{server.effective_port}/"
-            answer = httpx.post(url, content=body, verify=trusting(files))
-        assert answer.content.split(b"\n", 1)[1] == body
-
-        with serving(streaming_app, files) as server:
-            url = f"https://localhost:{server.effective_port}/"
-            streamed = httpx.get(url, verify=trusting(files))
-        assert streamed.text.count("\n") == 500
-        assert streamed.text.endswith('{"line": 499}\n')
-
-    def test_stop_before_run_returns_at_once(self, files: TlsFiles) -> None:
-        """A stop that comes before run() is not lost."""
-        server = serve_tls(echo_app, "127.0.0.1", 0, files, threads=1)
-        server.stop()
-
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        thread.join(10)
-        assert not thread.is_alive()
-
-    def test_a_busy_port_is_a_configuration_error(self, files: TlsFiles) -> None:
-        """The error names the address and what to do."""
-        with socket.create_server(("127.0.0.1", 0)) as busy:
-            port = busy.getsockname()[1]
-            with pytest.raises(
-                ConfigurationError, match=re.escape(f"127.0.0.1:{port}")
-            ) as err:
-                serve_tls(echo_app, "127.0.0.1", port, files, threads=1)
-
-        assert err.value.hint is not None
-        assert "--port" in err.value.hint
-
-
-def read_until(sock: ssl.SSLSocket, end: bytes, *, after: bytes) -> bytes:
-    """The bytes after ``after`` up to and including the next ``end``."""
-    data = b""
-    while after not in data or end not in data.split(after, 1)[1]:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    rest = data.split(after, 1)[1]
-    return rest[: rest.index(end) + len(end)]
