@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -490,6 +491,10 @@ def test_secrets_are_files_the_function_can_read(
     supervisor.deploy(stack_function("vault", handler, secrets=["api-key"]))
 
     assert call(supervisor, "vault", "/secret").text == "s3cret"
+    mounts = tmp_path / "state" / "mounts"
+    assert stat.S_IMODE(mounts.stat().st_mode) == 0o700
+    assert stat.S_IMODE((mounts / "vault").stat().st_mode) == 0o700
+    assert stat.S_IMODE((mounts / "vault" / "api-key").stat().st_mode) == 0o400
     with pytest.raises(MissingSecrets):
         supervisor.deploy(stack_function("other", handler, secrets=["absent"]))
     assert supervisor.names() == ["vault"]

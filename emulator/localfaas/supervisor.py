@@ -255,6 +255,9 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
 
     def _materialize(self, deployment: Deployment) -> Path:
         folder = self.state_dir / "mounts" / deployment.name
+        # Plaintext secrets live below: the folder itself is private too,
+        # not only each function's (mkdir's parents would be 0755).
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._secrets is not None:
             self._secrets.materialize(deployment.secrets, folder)
             return folder
