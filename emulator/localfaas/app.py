@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import cast
 
 from . import __version__
 from .admin import AdminCredentials, admin_middleware, is_loopback
@@ -32,6 +31,7 @@ from .gateway import SERVED_BY, Gateway
 from .metrics import GatewayMetrics
 from .proxy import Address, Proxy, UnknownFunction
 from .queue import AsyncQueue
+from .replicas import AnySupervisor
 from .secrets import MissingSecrets, SecretStore
 from .settings import UpOptions
 from .stack import Stack, find_stack_file, load_stack
@@ -103,7 +103,7 @@ def up(options: UpOptions) -> None:
     say("localfaas stopped; every function process has exited")
 
 
-def _supervisor(options: UpOptions, state: Path, secrets: SecretStore) -> Supervisor:
+def _supervisor(options: UpOptions, state: Path, secrets: SecretStore) -> AnySupervisor:
     """The process supervisor, or with ``--docker`` the container one."""
     if not options.docker:
         environments = Environments(cache_dir())
@@ -117,12 +117,12 @@ def _supervisor(options: UpOptions, state: Path, secrets: SecretStore) -> Superv
     # Imported here: only --docker needs the docker SDK.
     from .containers import ContainerSupervisor
 
-    # It has Supervisor's public API, which is all Functions uses.
-    containers = ContainerSupervisor(state, secrets=secrets, log_sink=echo_function_log)
-    return cast(Supervisor, containers)
+    return ContainerSupervisor(state, secrets=secrets, log_sink=echo_function_log)
 
 
-def _functions(supervisor: Supervisor, stack: Stack, *, runs_images: bool) -> Functions:
+def _functions(
+    supervisor: AnySupervisor, stack: Stack, *, runs_images: bool
+) -> Functions:
     metrics = GatewayMetrics(lambda: functions.replica_counts())
     functions = Functions(
         supervisor, metrics, sources_of(stack), runs_images=runs_images
@@ -193,7 +193,7 @@ def _progress(name: str) -> Callable[[str], None]:
 
 @contextlib.contextmanager
 def _watching(
-    options: UpOptions, stack: Stack, functions: Functions, supervisor: Supervisor
+    options: UpOptions, stack: Stack, functions: Functions, supervisor: AnySupervisor
 ) -> Iterator[None]:
     if not options.watch:
         yield
@@ -224,7 +224,7 @@ def _watching(
         watcher.stop()
 
 
-def _ready_replica(supervisor: Supervisor) -> Callable[[str], Address | None]:
+def _ready_replica(supervisor: AnySupervisor) -> Callable[[str], Address | None]:
     """The proxy's lookup that never waits: a ready replica, or None."""
 
     def locate(name: str) -> Address | None:

@@ -27,13 +27,13 @@ from pathlib import Path
 from .deployments import DEFAULT_NAMESPACE, FunctionRequest, RequestError
 from .metrics import GatewayMetrics
 from .proxy import UnknownFunction, Unreachable
+from .replicas import AnySupervisor
 from .stack import FunctionSpec, Stack, tag_image
 from .supervisor import (
     Deployment,
     FunctionNotFound,
     LogLine,
     NoReplicas,
-    Supervisor,
     SupervisorError,
 )
 from .templates import find_template, uses_template
@@ -92,7 +92,7 @@ class Functions:
 
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: AnySupervisor,
         metrics: GatewayMetrics,
         sources: dict[str, Source],
         *,

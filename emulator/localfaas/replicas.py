@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeAlias, TypeVar
 
 from faas_runtime import ConfigError, Settings
 
@@ -58,6 +58,7 @@ __all__ = [
     "STABLE_AFTER",
     "STOPPED",
     "TAIL_LINES",
+    "AnySupervisor",
     "Backoff",
     "DeployError",
     "Deployment",
@@ -734,6 +735,10 @@ class ReplicaSupervisor(ABC, Generic[V, R]):
             lock = self._deploying.setdefault(name, threading.Lock())
         with lock:
             yield
+
+
+# Either supervisor, as the gateway holds it: through the base's API only.
+AnySupervisor: TypeAlias = "ReplicaSupervisor[Any, Any]"
 
 
 def check_deployment(deployment: Deployment) -> None:
