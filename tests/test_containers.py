@@ -171,6 +171,8 @@ def greeter(client: Any, supervisor: ContainerSupervisor, project: Path) -> Depl
         env_vars={"auth_scheme": "github", "GREETING": "hello"},
         secrets=[SECRET],
         labels={"team": "tests"},
+        limits={"memory": "128Mi", "cpu": "500m"},
+        requests={"memory": "64Mi"},
         read_only_root_filesystem=True,
     )
     supervisor.deploy(deployment)
@@ -243,6 +245,18 @@ class TestServing:
         assert (env["OPENFAAS_NAME"], env["GREETING"]) == ("greeter", "hello")
         assert serving.attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert serving.name.startswith("localfaas-greeter-")
+
+    def test_limits_are_the_containers_caps(self, serving: Any) -> None:
+        """limits cap memory and CPU, as faasd enforces them; requests.memory
+        is a soft reservation."""
+        host = serving.attrs["HostConfig"]
+        assert host["Memory"] == 128 * 2**20
+        assert host["NanoCpus"] == 500_000_000
+        assert host["MemoryReservation"] == 64 * 2**20
+        cgroup = serving.exec_run(
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max"
+        ).output.decode()
+        assert str(128 * 2**20) in cgroup
 
     def test_printed_lines_reach_the_logs(
         self,
@@ -364,6 +378,22 @@ class TestBadInput:
         assert "lower-case" in message
         assert "NAME:TAG" in message
         assert containers(client, supervisor.state_dir, "bad-ref") == []
+
+    def test_limits_that_are_no_quantity(
+        self, client: Any, supervisor: ContainerSupervisor, project: Path
+    ) -> None:
+        """A memory limit that is no Kubernetes quantity is refused by name."""
+        deployment = Deployment(
+            name="bad-limits",
+            image="bad-limits:latest",
+            template_dir=TEMPLATE,
+            handler_dir=project / "greeter",
+            limits={"memory": "lots"},
+        )
+
+        with pytest.raises(DeployError, match=r"limits\.memory 'lots' is not a"):
+            supervisor.deploy(deployment)
+        assert containers(client, supervisor.state_dir, "bad-limits") == []
 
     def test_image_that_cannot_be_pulled(
         self, client: Any, supervisor: ContainerSupervisor

@@ -17,7 +17,9 @@ provider guarantees:
 * a container that exits is started again with backoff, as a kubelet does;
 * only the declared secrets are bind-mounted, read-only, at
   ``/var/openfaas/secrets``, as faasd mounts them;
-* every line a container prints is kept for ``/system/logs`` (§8.9).
+* every line a container prints is kept for ``/system/logs`` (§8.9);
+* ``limits`` are the container's cgroup caps, as faas-netes and faasd
+  enforce them (see ``resources``).
 
 Networking: on an engine with a ``bridge`` network each container publishes
 8080 on a random 127.0.0.1 port. An engine without one (scripts/docker-engine
@@ -77,6 +79,7 @@ from .replicas import (
     lay_out,
     no_secret_store,
 )
+from .resources import ResourceError, container_resources
 from .stack import FunctionSpec, function_name_problem
 
 __all__ = [
@@ -510,6 +513,7 @@ class ContainerSupervisor(ReplicaSupervisor["_Version", "_Replica"]):
             "environment": environment,
             "labels": labels,
             "volumes": {str(version.secrets): {"bind": SECRETS_TARGET, "mode": "ro"}},
+            **container_resources(deployment.limits, deployment.requests),
             **network,
         }
         if deployment.read_only_root_filesystem:
@@ -672,6 +676,10 @@ def _check_deployment(deployment: Deployment) -> None:
         raise DeployError(name, f"the name is invalid: {problem}")
     if deployment.template_dir is not None:
         check_deployment(deployment)
+    try:
+        container_resources(deployment.limits, deployment.requests)
+    except ResourceError as exc:
+        raise DeployError(name, str(exc)) from exc
 
     problem = _reference_problem(deployment)
     if problem is not None:

@@ -1,0 +1,55 @@
+"""limits and requests as Kubernetes quantities, turned into engine caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from localfaas.resources import ResourceError, container_resources, quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("128Mi", 128 * 2**20),
+        ("1Gi", 2**30),
+        ("1.5Gi", 1.5 * 2**30),
+        ("500k", 500_000),
+        ("20M", 20_000_000),
+        ("100m", 0.1),
+        ("2", 2),
+        ("0.5", 0.5),
+        (".25", 0.25),
+        (" 64Mi ", 64 * 2**20),
+    ],
+)
+def test_quantities_read_as_kubernetes_reads_them(text: str, value: float) -> None:
+    assert quantity(text, "limits.memory") == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "lots", "128 Mi", "128MiB", "-1Gi", "1e3", "Mi"])
+def test_what_is_no_quantity_is_refused_with_its_value(text: str) -> None:
+    with pytest.raises(ResourceError) as caught:
+        quantity(text, "limits.cpu")
+    assert f"limits.cpu {text!r} is not a Kubernetes quantity" in str(caught.value)
+
+
+def test_limits_and_requests_become_engine_options() -> None:
+    options = container_resources(
+        {"memory": "40Mi", "cpu": "100m"}, {"memory": "20Mi", "cpu": "50m"}
+    )
+    assert options == {
+        "mem_limit": 40 * 2**20,
+        "nano_cpus": 100_000_000,
+        "mem_reservation": 20 * 2**20,
+    }
+    assert container_resources({}, {}) == {}
+
+
+def test_a_request_above_its_limit_is_refused() -> None:
+    with pytest.raises(ResourceError, match=r"requests\.memory '1Gi' is more than"):
+        container_resources({"memory": "512Mi"}, {"memory": "1Gi"})
+
+
+def test_a_memory_limit_below_what_the_engine_allows_is_refused() -> None:
+    with pytest.raises(ResourceError, match=r"limits\.memory '4Mi' is below the 6Mi"):
+        container_resources({"memory": "4Mi"}, {})
