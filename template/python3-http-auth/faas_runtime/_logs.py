@@ -16,6 +16,7 @@ import logging.handlers
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -63,11 +64,14 @@ class LogWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
+        # A line queued by a caller that saw the writer still open.
+        self._write(record for record in self._drain() if record is not None)
 
     def put(self, record: logging.LogRecord) -> None:
         if self.closed:
             self._write([record])
-        elif self._queue.qsize() >= self.backlog:
+            return
+        if self._queue.qsize() >= self.backlog:
             self.dropped += 1
             return
         self._queue.put(record)
@@ -90,8 +94,10 @@ class LogWriter:
             except queue.Empty:
                 return taken
 
-    def _write(self, records: Any) -> None:
+    def _write(self, records: Iterable[logging.LogRecord]) -> None:
         lines = [self._format(record) for record in records]
+        if not lines and not self.dropped:
+            return
         if self.dropped:
             lines.append(f"{self.dropped} log line(s) dropped: stderr is not read")
             self.dropped = 0
