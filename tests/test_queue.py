@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +26,7 @@ from localfaas.queue import (
     InvalidCallbackUrl,
     InvocationResult,
     QueuedCall,
+    _Ledger,
     validate_callback_url,
 )
 
@@ -564,6 +566,55 @@ class TestDurability:
         hits = receiver.wait_for(20)
         assert sorted(header(hit, "X-Call-Id")[0] for hit in hits) == expected
         assert second.stats()["done"] == 20
+
+    def test_only_the_accepting_commit_waits_for_the_disk(
+        self, receiver: Receiver, queues: list[AsyncQueue], tmp_path: Path
+    ) -> None:
+        """The INSERT behind a 202 commits with synchronous=FULL; every other
+        commit with NORMAL (a power cut may then run a call twice, as
+        OpenFaaS's queue worker may; it never loses an accepted one)."""
+        queue = new_queue(queues, tmp_path, FakeGateway())
+        statements: list[str] = []
+        queue._ledger._db.set_trace_callback(statements.append)
+
+        queue.enqueue(make_call(receiver.url))
+
+        levels = [s.split()[0] if s.startswith("INSERT") else s for s in statements]
+        assert levels == [
+            "PRAGMA synchronous=FULL",
+            "BEGIN",
+            "INSERT",
+            "COMMIT",
+            "PRAGMA synchronous=NORMAL",
+        ]
+        # A worker's own connection: 1 is NORMAL, 2 would be FULL.
+        worker = _Ledger(queue.path)
+        try:
+            assert worker._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+        finally:
+            worker.close()
+
+    def test_calls_accepted_together_each_get_their_own_row(
+        self, receiver: Receiver, queues: list[AsyncQueue], tmp_path: Path
+    ) -> None:
+        """16 threads enqueueing at once: every call is on disk once, even
+        when one commit accepts several (group commit)."""
+        queue = new_queue(queues, tmp_path, FakeGateway())
+        commits: list[str] = []
+        queue._ledger._db.set_trace_callback(
+            lambda statement: (
+                commits.append(statement) if statement == "COMMIT" else None
+            )
+        )
+        calls = [make_call(receiver.url, body=b"%d" % n) for n in range(400)]
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(queue.enqueue, calls))
+
+        assert queue.stats()["pending"] == 400
+        stored = queue._ledger._db.execute("SELECT call_id FROM calls").fetchall()
+        assert sorted(row[0] for row in stored) == sorted(c.call_id for c in calls)
+        assert 1 <= len(commits) <= 400
 
     def test_calls_interrupted_in_the_function_are_delivered_once(
         self,

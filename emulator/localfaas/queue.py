@@ -39,7 +39,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -457,6 +458,16 @@ class _Run:
     threads: list[threading.Thread] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _Arrival:
+    """A call waiting for the commit that accepts it, and how that went."""
+
+    call: QueuedCall
+    settled: bool = False
+    seq: int | None = None
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class _Claim:
     """A call a worker holds, with its result once it has one."""
@@ -472,18 +483,28 @@ class _Ledger:
     Why sqlite3: it is in the standard library, and a committed
     transaction survives a crash, which a folder of files only does with
     careful renames and fsyncs. WAL mode lets stats() read while a worker
-    writes, and makes a commit one append to the log; synchronous=FULL
-    syncs that append, so a 202 stays true after a power cut too.
+    writes, and makes a commit one append to the log.
+
+    Only the commit that accepts a call is synced to disk (FULL), so a 202
+    stays true after a power cut too; the sync also carries every commit
+    before it. The workers' bookkeeping commits are not (NORMAL; a killed
+    process loses none of them, only a power cut can): at worst a call
+    runs again after a power cut, as OpenFaaS's queue worker may run one
+    twice (gateway-contract.md §10.3). Syncing every commit made the
+    ledger's lock, four fsyncs per call, the limit on accepted calls.
     """
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
+        # Guards only the list of calls waiting to be inserted.
+        self._arrivals = threading.Lock()
+        self._waiting: list[_Arrival] = []
         self._db = sqlite3.connect(
             path, timeout=30, isolation_level=None, check_same_thread=False
         )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -491,25 +512,71 @@ class _Ledger:
             self._db.close()
 
     def add(self, call: QueuedCall) -> int:
+        """Insert ``call`` and return its number once it is on disk.
+
+        Calls that arrive while a commit is being synced wait for it, and
+        the next caller to get the lock commits them all at once: one
+        fsync for every 202 that came in meanwhile (group commit).
+        """
+        arrival = _Arrival(call)
+        with self._arrivals:
+            self._waiting.append(arrival)
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO calls (call_id, function, path, query, method,"
-                " headers, body, callback_url, accepted_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    call.call_id,
-                    call.function,
-                    call.path,
-                    call.query,
-                    call.method,
-                    json.dumps(call.headers),
-                    call.body,
-                    call.callback_url,
-                    call.accepted_at,
-                ),
-            )
+            if not arrival.settled:
+                with self._arrivals:
+                    batch, self._waiting = self._waiting, []
+                self._insert(batch)
+        if arrival.error is not None:
+            raise arrival.error
+        assert arrival.seq is not None
+        return arrival.seq
+
+    def _insert(self, batch: list[_Arrival]) -> None:
+        try:
+            with self._synced():
+                self._db.execute("BEGIN")
+                try:
+                    seqs = [self._insert_one(arrival.call) for arrival in batch]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except (OSError, sqlite3.Error) as exc:
+            # A full or failing disk: none of the batch was accepted.
+            for arrival in batch:
+                arrival.error, arrival.settled = exc, True
+            return
+        for arrival, seq in zip(batch, seqs, strict=True):
+            arrival.seq, arrival.settled = seq, True
+
+    def _insert_one(self, call: QueuedCall) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO calls (call_id, function, path, query, method,"
+            " headers, body, callback_url, accepted_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                call.call_id,
+                call.function,
+                call.path,
+                call.query,
+                call.method,
+                json.dumps(call.headers),
+                call.body,
+                call.callback_url,
+                call.accepted_at,
+            ),
+        )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        # Set between transactions (the lock is held), as sqlite requires.
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def recover(self) -> int:
         """Free every claim; interrupted invocations become pending again."""
