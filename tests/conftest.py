@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "template"
 
 
+@pytest.fixture(autouse=True)
+def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
+    """Skip ``long`` tests unless ``-m`` selects them (.ci/run does)."""
+    asked = "long" in (request.config.option.markexpr or "")
+    if request.node.get_closest_marker("long") and not asked:
+        pytest.skip("the long suite runs with: pytest -m long")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

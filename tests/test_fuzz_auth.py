@@ -102,14 +102,6 @@ visible = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 printable = st.text(visible, min_size=1, max_size=40)
 
 
-@pytest.fixture(autouse=True)
-def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """Skip ``long`` tests unless ``-m`` selects them."""
-    asked = "long" in (request.config.option.markexpr or "")
-    if request.node.get_closest_marker("long") and not asked:
-        pytest.skip("the long suite runs with: pytest -m long")
-
-
 # -- one request, and what must happen to it ----------------------------------
 
 

@@ -54,14 +54,6 @@ CONTENT_TYPES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """Skip ``long`` tests unless ``-m`` selects them."""
-    asked = "long" in (request.config.option.markexpr or "")
-    if request.node.get_closest_marker("long") and not asked:
-        pytest.skip("the long suite runs with: pytest -m long")
-
-
 # -- what the contract allows ----------------------------------------------
 
 

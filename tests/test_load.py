@@ -30,14 +30,6 @@ CLIENTS = 64
 RESULTS = ROOT / ".localfaas-results"
 
 
-@pytest.fixture(autouse=True)
-def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """Skip ``long`` tests unless ``-m`` selects them."""
-    asked = "long" in (request.config.option.markexpr or "")
-    if request.node.get_closest_marker("long") and not asked:
-        pytest.skip("the long suite runs with: pytest -m long")
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """A gateway serving the echo function, without the file watcher."""

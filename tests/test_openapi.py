@@ -53,14 +53,6 @@ FRAMING_HEADERS = frozenset(
 )
 
 
-@pytest.fixture(autouse=True)
-def _long_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """Skip ``long`` tests unless ``-m`` selects them."""
-    asked = "long" in (request.config.option.markexpr or "")
-    if request.node.get_closest_marker("long") and not asked:
-        pytest.skip("the long suite runs with: pytest -m long")
-
-
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One environment cache for the emulators of the session."""
