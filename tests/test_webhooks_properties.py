@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,24 @@ def test_standard_webhooks_any_prefix(write_secret: Writer, prefix: str) -> None
     assert identity.subject == headers[f"{prefix}-id"]
     with pytest.raises(Unauthorized, match="header missing"):
         verifier(prefix + "x").verify(request(headers, b"x"))
+
+
+@slow
+@given(
+    delivery=st.one_of(
+        st.text(st.characters(max_codepoint=255), max_size=300),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300),
+    )
+)
+def test_delivery_ids_are_printable_ascii_without_spaces(
+    write_secret: Writer, delivery: str
+) -> None:
+    """A GitHub delivery id passes iff it is 1-256 of the characters ! to ~."""
+    headers = {**sign("github", "k", b"body"), "X-GitHub-Delivery": delivery}
+    verifier = verifier_for("github", write_secret("k"))
+
+    if re.fullmatch("[!-~]{1,256}", delivery):
+        assert verifier.verify(request(headers, b"body")).subject == delivery
+    else:
+        with pytest.raises(Unauthorized, match="X-GitHub-Delivery"):
+            verifier.verify(request(headers, b"body"))

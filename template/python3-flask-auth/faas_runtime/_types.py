@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
+
+# The two headers CGI (and so WSGI) keeps without the HTTP_ prefix.
+_CGI_HEADERS = frozenset(("CONTENT_TYPE", "CONTENT_LENGTH"))
 
 
 class Headers(Mapping[str, str]):
@@ -62,17 +66,14 @@ class _EnvironHeaders(Headers):
 
     def __init__(self, environ: Mapping[str, Any]) -> None:
         self._environ = environ
-        self._items = {}
 
     def get(self, name: str, default: Any = None) -> Any:
         """The header's value, or ``default``; no exception on the way."""
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        value = self._environ.get(key)
-        if value is None or (value == "" and key.startswith("CONTENT_")):
+        key = _environ_key(name)
+        value: str | None = self._environ.get(key)
+        if value is None or (value == "" and key in _CGI_HEADERS):
             return default
-        return str(value)
+        return value
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -87,7 +88,7 @@ class _EnvironHeaders(Headers):
         for key, value in self._environ.items():
             if key.startswith("HTTP_"):
                 yield key[5:].replace("_", "-").title()
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            elif key in _CGI_HEADERS and value:
                 yield key.replace("_", "-").title()
 
     def __len__(self) -> int:
@@ -97,8 +98,20 @@ class _EnvironHeaders(Headers):
         return f"Headers({sorted(self)!r})"
 
 
-@dataclass(frozen=True)
-class AuthRequest:
+@lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    """``X-Hub-Signature-256`` -> ``HTTP_X_HUB_SIGNATURE_256``, as WSGI names it.
+
+    Cached: verifiers ask for the same few names on every request.
+    """
+    key = name.upper().replace("-", "_")
+    return key if key in _CGI_HEADERS else "HTTP_" + key
+
+
+# Named tuples rather than frozen dataclasses: both are made on every
+# authenticated request, and a frozen dataclass costs several times as much
+# to create (each field goes through object.__setattr__).
+class AuthRequest(NamedTuple):
     """What a verifier may look at: the request exactly as it arrived."""
 
     method: str
@@ -108,8 +121,7 @@ class AuthRequest:
     body: bytes = b""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who or what was authenticated.
 
     ``subject`` is safe to log: a user name, a key or token id, a JWT
@@ -118,7 +130,7 @@ class Identity:
 
     scheme: str
     subject: str
-    claims: Mapping[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = MappingProxyType({})
 
 
 class Verifier(Protocol):

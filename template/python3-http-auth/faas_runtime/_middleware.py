@@ -78,11 +78,11 @@ def read_body(environ: Environ) -> bytes:
 def request_from_environ(environ: Environ, body: bytes = b"") -> AuthRequest:
     """The parts of a WSGI request a verifier may look at."""
     return AuthRequest(
-        method=environ.get("REQUEST_METHOD", "GET"),
-        path=environ.get("PATH_INFO", "/"),
-        query=environ.get("QUERY_STRING", ""),
-        headers=Headers.from_environ(environ),
-        body=body,
+        environ.get("REQUEST_METHOD", "GET"),
+        environ.get("PATH_INFO", "/"),
+        environ.get("QUERY_STRING", ""),
+        Headers.from_environ(environ),
+        body,
     )
 
 
@@ -93,6 +93,11 @@ def check(verifiers: list[Verifier], request: AuthRequest) -> Identity:
     malformed or not allowed) says more than a 401 and wins; otherwise the
     401 carries every scheme's challenge, as RFC 9110 §11.6.1 allows.
     """
+    if len(verifiers) == 1:
+        # The usual case, and the hot path: one scheme's own refusal is
+        # already the answer.
+        return verifiers[0].verify(request)
+
     refusals: list[AuthError] = []
     for verifier in verifiers:
         try:

@@ -34,7 +34,9 @@ class SecretFile:
         self.path = path
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
-        self._checked = 0.0
+        # Never checked: the first read stats the file, and so does every
+        # read after one that failed.
+        self._checked = -RECHECK
         self._data = b""
         self._lines: list[str] | None = None
         self._derived: dict[str, Any] = {}
@@ -45,10 +47,13 @@ class SecretFile:
 
     def read_bytes(self) -> bytes:
         """The file's content; raise ``ConfigError`` if absent or empty."""
-        now = time.monotonic()
-        if self._stamp is not None and now - self._checked < RECHECK:
-            return self._data
+        if time.monotonic() - self._checked >= RECHECK:
+            self._refresh()
+        return self._data
 
+    def _refresh(self) -> None:
+        """Stat the file, and load it again if it changed."""
+        now = time.monotonic()
         try:
             stat = os.stat(self.path)
         except OSError as exc:
@@ -62,7 +67,6 @@ class SecretFile:
                 self._derived = {}
                 self._stamp = stamp
             self._checked = now
-            return self._data
 
     def lines(self) -> list[str]:
         """Each non-empty line, stripped: one key, token or user each."""
@@ -86,10 +90,13 @@ class SecretFile:
         Verifiers keep their parsed keys here (encoded, base64-decoded,
         loaded PEM) instead of parsing them again on every request.
         """
-        lines = self.lines()
+        if time.monotonic() - self._checked >= RECHECK:
+            self._refresh()
+        # Read once: a reload replaces the dict rather than clearing it, so
+        # a value found here belongs to the version just checked or a newer.
         derived = self._derived
         if name not in derived:
-            derived[name] = build(lines)
+            derived[name] = build(self.lines())
         value: T = derived[name]
         return value
 

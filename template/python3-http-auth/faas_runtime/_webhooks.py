@@ -52,7 +52,10 @@ from ._types import AuthRequest, Identity
 logger = logging.getLogger("faas_runtime.webhooks")
 
 Clock = Callable[[], float]
-Key = bytes | Ed25519PublicKey
+# A key line ready to sign with: an HMAC state that has absorbed the key
+# (copied per request, which saves hashing the key again), or, for
+# Standard Webhooks' v1a, a public key.
+Key = hmac.HMAC | Ed25519PublicKey
 
 _HEX = {
     "sha256": re.compile("[0-9a-f]{64}"),
@@ -65,7 +68,7 @@ _SHA1 = {"sha1": "sha1"}
 # every sender's library formats from the integer.
 _UNIX_TIME = re.compile("0|[1-9][0-9]{0,14}")
 # Delivery ids become log subjects and cache keys: printable ASCII, no space.
-_ID = re.compile("[!-~]{1,256}")
+_MAX_ID = 256
 _STRIPE_FIELD = re.compile("([a-z0-9]+)=([!-~]+)")
 _STANDARD_ENTRY = re.compile("(v[0-9a-z]*),([A-Za-z0-9+/]+={0,2})")
 _STANDARD_SIZES = {"v1": 32, "v1a": 64}
@@ -152,7 +155,7 @@ class GitHubVerifier:
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line of the secret."""
-        keys = _utf8_keys(self.secret)
+        keys = _hmac_keys(self.secret)
 
         # GitHub sends both headers; the SHA-1 one counts only when the
         # SHA-256 one is absent, so a bad SHA-256 value cannot be bypassed.
@@ -160,13 +163,13 @@ class GitHubVerifier:
         if self.allow_sha1 and name not in request.headers:
             name, allowed = "X-Hub-Signature", _SHA1
         algorithm, presented = _prefixed_hex(request, name, allowed)
-        index = _check(self.secret, keys, request.body, [presented], name, algorithm)
+        index = _check(self.secret, keys[algorithm], request.body, (presented,), name)
 
-        delivery = _optional_id(request, "X-GitHub-Delivery")
+        delivery, event = _optional_ids(request, "X-GitHub-Delivery", "X-GitHub-Event")
         _remember(self.replay, "github", delivery, "X-GitHub-Delivery")
         claims = {
             "delivery": delivery,
-            "event": _optional_id(request, "X-GitHub-Event"),
+            "event": event,
             "algorithm": algorithm,
             "key_index": index,
         }
@@ -187,13 +190,13 @@ class HmacVerifier:
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line of the secret."""
-        keys = _utf8_keys(self.secret)
+        keys = _hmac_keys(self.secret)
 
         # faas-cli before 0.17.1 (2025-01) signed with SHA-1.
         allowed = {**_SHA256, **_SHA1} if self.allow_sha1 else _SHA256
         algorithm, presented = _prefixed_hex(request, self.header, allowed)
         index = _check(
-            self.secret, keys, request.body, [presented], self.header, algorithm
+            self.secret, keys[algorithm], request.body, (presented,), self.header
         )
         claims = {
             "header": self.header,
@@ -218,7 +221,7 @@ class StripeVerifier:
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept when any ``v1`` matches any key line (``whsec_`` kept)."""
-        keys = _utf8_keys(self.secret)
+        keys = _hmac_keys(self.secret)["sha256"]
         stamp, presented = _stripe_fields(_header(request, "Stripe-Signature"))
         left = _fresh(stamp, "Stripe-Signature t", self.tolerance, self.clock)
 
@@ -245,14 +248,14 @@ class SlackVerifier:
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a fresh request signed with any key line of the secret."""
-        keys = _utf8_keys(self.secret)
+        keys = _hmac_keys(self.secret)["sha256"]
         stamp = _header(request, "X-Slack-Request-Timestamp")
         _fresh(stamp, "X-Slack-Request-Timestamp", self.tolerance, self.clock)
 
         name = "X-Slack-Signature"
         _, presented = _prefixed_hex(request, name, {"v0": "sha256"})
         signed = f"v0:{stamp}:".encode() + request.body
-        index = _check(self.secret, keys, signed, [presented], name)
+        index = _check(self.secret, keys, signed, (presented,), name)
 
         claims = {"timestamp": int(stamp), "key_index": index}
         return Identity(self.scheme, "slack", claims)
@@ -294,7 +297,7 @@ class StandardWebhooksVerifier:
         signed = f"{msg_id}.{stamp}.".encode() + request.body
         v1 = [sig for version, sig in presented if version == "v1"]
         v1a = [sig for version, sig in presented if version == "v1a"]
-        index = _match_hmac(keys, signed, v1, "sha256")
+        index = _match_hmac(keys, signed, v1)
         index_a = _match_ed25519(keys, signed, v1a)
         if index is None and index_a is None:
             raise Unauthorized(f"{name} matches no key in {self.secret.name!r}")
@@ -322,18 +325,20 @@ class ShopifyVerifier:
 
     def verify(self, request: AuthRequest) -> Identity:
         """Accept a body signed with any key line, old and new in rotation."""
-        keys = _utf8_keys(self.secret)
+        keys = _hmac_keys(self.secret)["sha256"]
         headers = [name for name in _SHOPIFY_HEADERS if name in request.headers]
         name = (headers or [_SHOPIFY_HEADERS[0]])[0]
         presented = _b64(_header(request, name), 32, name)
-        index = _check(self.secret, keys, request.body, [presented], name)
+        index = _check(self.secret, keys, request.body, (presented,), name)
 
-        webhook_id = _optional_id(request, "X-Shopify-Webhook-Id")
+        webhook_id, topic, shop = _optional_ids(
+            request, "X-Shopify-Webhook-Id", "X-Shopify-Topic", "X-Shopify-Shop-Domain"
+        )
         _remember(self.replay, "shopify", webhook_id, "X-Shopify-Webhook-Id")
         claims = {
             "webhook_id": webhook_id,
-            "topic": _optional_id(request, "X-Shopify-Topic"),
-            "shop": _optional_id(request, "X-Shopify-Shop-Domain"),
+            "topic": topic,
+            "shop": shop,
             "key_index": index,
         }
         return Identity(self.scheme, webhook_id or "shopify", claims)
@@ -434,16 +439,30 @@ def _header(request: AuthRequest, name: str) -> str:
     return value
 
 
-def _optional_id(request: AuthRequest, name: str) -> str | None:
-    value = request.headers.get(name)
-    if value is not None and not _ID.fullmatch(value):
-        raise Unauthorized(f"{name} header is not printable ASCII, no spaces")
-    return value
+def _is_id(value: str) -> bool:
+    """1 to 256 printable ASCII characters, none of them a space."""
+    return (
+        0 < len(value) <= _MAX_ID
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def _optional_ids(request: AuthRequest, *names: str) -> list[str | None]:
+    """The values of id headers a sender may leave out (None when absent)."""
+    values: list[str | None] = []
+    for name in names:
+        value = request.headers.get(name)
+        if value is not None and not _is_id(value):
+            raise Unauthorized(f"{name} header is not printable ASCII, no spaces")
+        values.append(value)
+    return values
 
 
 def _message_id(request: AuthRequest, name: str) -> str:
     value = _header(request, name)
-    if not _ID.fullmatch(value) or "." in value:
+    if not _is_id(value) or "." in value:
         raise Unauthorized(f"{name} header is not an id without '.' or spaces")
     return value
 
@@ -524,8 +543,17 @@ def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
     return found
 
 
-def _utf8_keys(secret: SecretFile) -> list[bytes]:
-    return secret.derived("utf8", lambda lines: [line.encode() for line in lines])
+def _hmac_keys(secret: SecretFile) -> dict[str, list[Key]]:
+    """The key lines, per digest, read first so a missing secret is a 500."""
+    return secret.derived("hmac", _prepare_hmac_keys)
+
+
+def _prepare_hmac_keys(lines: list[str]) -> dict[str, list[Key]]:
+    # Senders key the HMAC with the secret's text as is, in UTF-8.
+    return {
+        algorithm: [hmac.new(line.encode(), digestmod=algorithm) for line in lines]
+        for algorithm in ("sha256", "sha1")
+    }
 
 
 def _standard_keys(secret: SecretFile) -> list[Key]:
@@ -546,7 +574,8 @@ def _parse_standard(secret: SecretFile, lines: list[str]) -> list[Key]:
         if line.startswith("whpk_"):
             keys.append(_public_key(line.removeprefix("whpk_"), where))
         else:
-            keys.append(_hmac_key(line.removeprefix("whsec_"), where))
+            raw = _hmac_key(line.removeprefix("whsec_"), where)
+            keys.append(hmac.new(raw, digestmod="sha256"))
     return keys
 
 
@@ -591,14 +620,16 @@ def _mac(key: str | bytes, message: bytes, algorithm: str = "sha256") -> bytes:
 
 
 def _match_hmac(
-    keys: Sequence[Key], signed: bytes, presented: Sequence[bytes], algorithm: str
+    keys: Sequence[Key], signed: bytes, presented: Sequence[bytes]
 ) -> int | None:
     """The index of the key that signed ``signed``, trying every pair."""
     matched = None
     for index, key in enumerate(keys):
-        if not isinstance(key, bytes):
+        if not isinstance(key, hmac.HMAC):
             continue
-        expected = _mac(key, signed, algorithm)
+        mac = key.copy()
+        mac.update(signed)
+        expected = mac.digest()
         for signature in presented:
             if hmac.compare_digest(expected, signature) and matched is None:
                 matched = index
@@ -611,7 +642,7 @@ def _match_ed25519(
     """The index of the public key a ``v1a`` signature verifies with."""
     matched = None
     for index, key in enumerate(keys):
-        if isinstance(key, bytes):
+        if isinstance(key, hmac.HMAC):
             continue
         for signature in presented:
             try:
@@ -624,13 +655,13 @@ def _match_ed25519(
 
 def _check(
     secret: SecretFile,
-    keys: Sequence[bytes],
+    keys: Sequence[Key],
     signed: bytes,
     presented: Sequence[bytes],
     name: str,
-    algorithm: str = "sha256",
 ) -> int:
-    index = _match_hmac(keys, signed, presented, algorithm)
+    """The index of the key line that signed ``signed``, or refuse."""
+    index = _match_hmac(keys, signed, presented)
     if index is None:
         raise Unauthorized(f"{name} matches no key in secret {secret.name!r}")
     return index
