@@ -6,6 +6,10 @@ Ratios printed (targets from shared/reference/performance.md):
 - runtime hello / bare WSGI hello on waitress: >= 0.7 (OpenFaaS's
   python3-http behind of-watchdog measures 0.31-0.37 here);
 - GitHub-HMAC-verified 1 KiB POST / the same POST unauthenticated: >= 0.95.
+
+Both sides of the HMAC ratio get the same bytes, signature header included
+(a function without auth ignores it), so the ratio is the cost of turning
+verification on, not of parsing one more header.
 """
 
 from __future__ import annotations
@@ -62,7 +66,6 @@ def main() -> int:
     body = bytes(range(256)) * 4
     digest = hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
     signed = lua_post(body, {"X-Hub-Signature-256": f"sha256={digest}"})
-    unsigned = lua_post(body, {})
 
     with ExitStack() as stack:
         bare_port, none_port, hmac_port = free_port(), free_port(), free_port()
@@ -97,7 +100,7 @@ def main() -> int:
 
         bare_hello = Target("bare", f"http://127.0.0.1:{bare_port}/")
         runtime_hello = Target("runtime", f"http://127.0.0.1:{none_port}/")
-        plain_post = Target("none", f"http://127.0.0.1:{none_port}/", unsigned)
+        plain_post = Target("none", f"http://127.0.0.1:{none_port}/", signed)
         hmac_post = Target("hmac", f"http://127.0.0.1:{hmac_port}/", signed)
         targets = [bare_hello, runtime_hello, plain_post, hmac_post]
         print(
