@@ -318,6 +318,24 @@ class TestGitHub:
 
         assert refused(verifier, {"X-Hub-Signature-256": value})
 
+    @pytest.mark.parametrize(
+        "spell",
+        [
+            str.upper,
+            lambda digest: " ".join(digest[i : i + 2] for i in range(0, 64, 2)),
+            lambda digest: digest[:32] + " " + digest[32:],
+        ],
+        ids=["upper case", "spaced bytes", "one space"],
+    )
+    def test_right_digest_spelt_otherwise_refused(
+        self, secret: Secrets, spell: Callable[[str], str]
+    ) -> None:
+        """The right MAC passes only as lowercase hex (as bytes.fromhex would not)."""
+        verifier = GitHubVerifier(secret(KEY))
+        headers = {"X-Hub-Signature-256": "sha256=" + spell(hex_mac(KEY, BODY))}
+
+        assert "is not sha256=<hex>" in refused(verifier, headers)
+
     def test_reasons_never_hold_key_or_signature(self, secret: Secrets) -> None:
         """Log reasons name the header, not the key or what was presented."""
         headers = github("other")

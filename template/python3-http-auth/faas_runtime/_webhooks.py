@@ -57,10 +57,7 @@ Clock = Callable[[], float]
 # Standard Webhooks' v1a, a public key.
 Key = hmac.HMAC | Ed25519PublicKey
 
-_HEX = {
-    "sha256": re.compile("[0-9a-f]{64}"),
-    "sha1": re.compile("[0-9a-f]{40}"),
-}
+_DIGEST_SIZES = {"sha256": 32, "sha1": 20}
 # A value's prefix -> its digest, as in sha256=<hex> or Slack's v0=<hex>.
 _SHA256 = {"sha256": "sha256"}
 _SHA1 = {"sha1": "sha1"}
@@ -473,10 +470,26 @@ def _prefixed_hex(
     """The algorithm and digest of a ``<prefix>=<hex>`` header value."""
     prefix, _, digest = _header(request, name).partition("=")
     algorithm = allowed.get(prefix, "")
-    if not algorithm or not _HEX[algorithm].fullmatch(digest):
+    raw = _hex(digest, _DIGEST_SIZES[algorithm]) if algorithm else None
+    if raw is None:
         expected = " or ".join(f"{prefix}=<hex>" for prefix in allowed)
         raise Unauthorized(f"{name} header is not {expected}")
-    return algorithm, bytes.fromhex(digest)
+    return algorithm, raw
+
+
+def _hex(text: str, size: int) -> bytes | None:
+    """``size`` bytes written as lowercase hex, exactly; else None.
+
+    A round trip rather than a regex (a third of the parse on the hot
+    path): ``fromhex`` alone would also take spaces and upper case.
+    """
+    if len(text) != 2 * size:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if raw.hex() == text else None
 
 
 def _b64(value: str, size: int, name: str) -> bytes:
@@ -518,9 +531,10 @@ def _stripe_fields(value: str) -> tuple[str, list[bytes]]:
     signatures = [value for key, value in pairs if key == "v1"]
     if len(stamps) != 1 or not signatures:
         raise Unauthorized("Stripe-Signature header needs one t= and a v1=")
-    if not all(_HEX["sha256"].fullmatch(sig) for sig in signatures):
+    digests = [_hex(sig, 32) for sig in signatures]
+    if None in digests:
         raise Unauthorized("Stripe-Signature v1 is not a sha256 hex digest")
-    return stamps[0], [bytes.fromhex(sig) for sig in signatures]
+    return stamps[0], [digest for digest in digests if digest is not None]
 
 
 def _standard_signatures(value: str, name: str) -> list[tuple[str, bytes]]:
