@@ -1,9 +1,11 @@
-"""More faults: functions that hang or die, secrets that vanish, a plugin
+"""More faults: functions that hang, die or outgrow their memory limit,
+secrets that vanish, a plugin
 that answers garbage, a callback aimed at the gateway, a full disk.
 
 Each fault is real: a handler that sleeps, a replica killed by its pid, a
-secret file removed under a running runtime, a socket server writing
-nonsense, a tmpfs filled to the last byte. Each test checks both the
+handler that fills 256 MiB under a 128Mi limit, a secret file removed under
+a running runtime, a socket server writing nonsense, a tmpfs filled to the
+last byte. Each test checks both the
 answer to the faulty call and that the next calls are served again.
 """
 
@@ -49,6 +51,14 @@ functions:
     image: test/count:latest
     environment:
       auth_scheme: none
+  greedy:
+    lang: python3-http-auth
+    handler: ./greedy
+    image: test/greedy:latest
+    environment:
+      auth_scheme: none
+    limits:
+      memory: 128Mi
 """
 
 # Sleeps when asked to, after writing its pid where the test can find it.
@@ -63,6 +73,19 @@ def handle(event, context):
             out.write(str(os.getpid()))
         time.sleep(3600)
     return "awake"
+"""
+
+# Asked to, fills 256 MiB (every page written) and holds it for a minute.
+GREEDY = """
+import time
+
+
+def handle(event, context):
+    if event.body == b"grow":
+        held = b"x" * (256 << 20)
+        time.sleep(60)
+        return str(len(held))
+    return "lean"
 """
 
 COUNT = """
@@ -85,6 +108,7 @@ def lay_out(folder: Path) -> Path:
         "echo": ECHO,
         "stall": STALL.format(pidfile=str(folder / "stall.pid")),
         "count": COUNT.format(ledger=str(folder / "ledger.txt")),
+        "greedy": GREEDY,
     }
     for name, source in handlers.items():
         (folder / name).mkdir(parents=True)
@@ -158,6 +182,20 @@ def test_function_killed_mid_request(emulator: Emulator) -> None:
     assert 500 <= answers[0].status_code < 600
     assert eventually_ok(f"{emulator.url}/function/stall").text == "awake"
     assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
+
+
+def test_function_over_its_memory_limit_gets_502_then_serves(
+    emulator: Emulator,
+) -> None:
+    """Past limits.memory: killed as OOMKilled, a 502 for the call, then 200."""
+    url = f"{emulator.url}/function/greedy"
+
+    response = httpx.post(url, content=b"grow", timeout=30)
+
+    assert response.status_code == 502
+    assert "over limits.memory 128Mi" in emulator.output()
+    assert httpx.get(f"{emulator.url}/function/echo").status_code == 200
+    assert eventually_ok(url).text == "lean"
 
 
 # -- secrets changing under a running runtime ---------------------------------

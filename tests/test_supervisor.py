@@ -11,6 +11,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from textwrap import dedent
@@ -269,6 +270,72 @@ def test_a_killed_replica_is_restarted_while_the_other_serves(
     pids = {call(supervisor, "sturdy").json()["pid"] for _ in range(2)}
     assert second in pids
     assert first not in pids
+
+
+GROWING = """
+import os, time
+
+def handle(event, context):
+    if event.path == "/grow":
+        # b"x" * n writes every page, so they count as resident.
+        held = b"x" * (int(event.query["mib"]) << 20)
+        time.sleep(float(event.query["hold"]))
+        return {"statusCode": 200, "body": {"held": len(held)}}
+    return {"statusCode": 200, "body": {"pid": os.getpid()}}
+"""
+
+
+def limited(name: str, handler: Path, memory: str) -> Deployment:
+    """A stack function with ``limits.memory`` set, auth off."""
+    return replace(stack_function(name, handler), limits={"memory": memory})
+
+
+def test_a_replica_over_its_memory_limit_is_killed_and_restarted(
+    supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past limits.memory the process dies, as OOMKilled, and comes back."""
+    caplog.set_level(logging.WARNING, "localfaas.supervisor")
+    handler = write_handler(tmp_path / "greedy", source=GROWING)
+    supervisor.deploy(limited("greedy", handler, "128Mi"))
+    first = call(supervisor, "greedy").json()["pid"]
+
+    with pytest.raises(httpx.TransportError):
+        call(supervisor, "greedy", "/grow?mib=256&hold=20")
+
+    assert "over limits.memory 128Mi" in caplog.text
+    eventually(lambda: "restarting in" in caplog.text)
+    killed = next(r.message for r in caplog.records if "restarting in" in r.message)
+    assert killed.startswith("function instance greedy-1-0 was killed: its processes")
+    eventually(lambda: supervisor.status("greedy").available_replicas == 1)
+    assert call(supervisor, "greedy").json()["pid"] != first
+    assert not alive(first)
+
+
+def test_a_replica_within_its_memory_limit_is_left_alone(
+    supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Holding 32 MiB for several checks under a 512Mi limit kills nothing."""
+    caplog.set_level(logging.WARNING, "localfaas.supervisor")
+    handler = write_handler(tmp_path / "modest", source=GROWING)
+    supervisor.deploy(limited("modest", handler, "512Mi"))
+    first = call(supervisor, "modest").json()["pid"]
+
+    grown = call(supervisor, "modest", "/grow?mib=32&hold=1.5")
+
+    assert grown.json() == {"held": 32 << 20}
+    assert call(supervisor, "modest").json()["pid"] == first
+    assert "limits.memory" not in caplog.text
+
+
+def test_a_memory_limit_that_is_no_quantity_is_refused(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    """The same rule as for containers: the deploy fails, naming the value."""
+    handler = write_handler(tmp_path / "vague")
+
+    with pytest.raises(DeployError, match=r"limits\.memory 'lots' is not a Kuber"):
+        supervisor.deploy(limited("vague", handler, "lots"))
+    assert supervisor.names() == []
 
 
 def test_no_ready_replica_within_the_timeout(

@@ -74,12 +74,13 @@ from .replicas import (
     SupervisorError,
     Version,
     check_deployment,
+    check_resources,
     drain_limit,
     free_port,
     lay_out,
     no_secret_store,
 )
-from .resources import ResourceError, container_resources
+from .resources import container_resources
 from .stack import FunctionSpec, function_name_problem
 
 __all__ = [
@@ -676,10 +677,7 @@ def _check_deployment(deployment: Deployment) -> None:
         raise DeployError(name, f"the name is invalid: {problem}")
     if deployment.template_dir is not None:
         check_deployment(deployment)
-    try:
-        container_resources(deployment.limits, deployment.requests)
-    except ResourceError as exc:
-        raise DeployError(name, str(exc)) from exc
+    check_resources(deployment)
 
     problem = _reference_problem(deployment)
     if problem is not None:

@@ -48,6 +48,8 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeAlias, TypeVar
 
 from faas_runtime import ConfigError, Settings
 
+from .resources import ResourceError, container_resources
+
 __all__ = [
     "DEFAULT_NAMESPACE",
     "HEALTH_PATH",
@@ -763,6 +765,18 @@ def check_deployment(deployment: Deployment) -> None:
         raise DeployError(
             name, "there is nothing to run: give a template or an fprocess"
         )
+
+
+def check_resources(deployment: Deployment) -> None:
+    """Raise ``DeployError`` for ``limits`` or ``requests`` that cannot apply.
+
+    Both providers check the same rules, so a stack that deploys as
+    processes also deploys as containers, and on faasd.
+    """
+    try:
+        container_resources(deployment.limits, deployment.requests)
+    except ResourceError as exc:
+        raise DeployError(deployment.name, str(exc)) from exc
 
 
 def no_secret_store(deployment: Deployment) -> DeployError:

@@ -7,6 +7,11 @@ its CPU limit is throttled. ``localfaas up --docker`` does the same with the
 engine's cgroup settings, so that failure shows up before production.
 ``requests`` only place a function on a node; locally the memory request
 becomes a soft reservation and the CPU one has nothing to do.
+
+Local processes have no cgroup of their own, so there the memory limit is
+kept by watching: ``resident_memory`` is what the supervisor compares with
+``memory_limit`` to kill a process that went over, as the OOM killer would
+kill its container. The CPU limit is not applied to processes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["ResourceError", "container_resources", "quantity"]
+import psutil
+
+__all__ = [
+    "ResourceError",
+    "container_resources",
+    "mebibytes",
+    "memory_limit",
+    "quantity",
+    "resident_memory",
+]
 
 # Kubernetes' suffixes: binary (Ki..Ei), decimal (k..E) and milli.
 _FACTORS = {
@@ -75,6 +89,40 @@ def container_resources(
             f"{limits['memory']!r}; a request must fit within its limit"
         )
     return options
+
+
+def memory_limit(limits: Mapping[str, str]) -> int | None:
+    """``limits.memory`` in bytes, None when unset; ``ResourceError`` if bad."""
+    if "memory" not in limits:
+        return None
+    return _memory_limit(limits["memory"])
+
+
+def resident_memory(pid: int) -> int:
+    """Bytes of RAM held by process ``pid`` and its descendants; 0 if gone.
+
+    The sum of each process's resident set: pages a parent shares with a
+    forked child count twice, so this errs above what a cgroup would
+    charge, never below.
+    """
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            # It exited between the listing and the reading.
+            continue
+    return total
+
+
+def mebibytes(size: float) -> str:
+    """``134217728`` -> ``"128.0Mi"``, as a limit is written in stack.yml."""
+    return f"{size / 2**20:.1f}Mi"
 
 
 def _memory_limit(text: str) -> int:

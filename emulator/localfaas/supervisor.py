@@ -16,6 +16,8 @@ What a provider guarantees, and how it is kept here:
   gateway is switched to it, and the old replicas get SIGTERM only after a
   short grace, so requests already routed to them finish (they drain);
 * replicas that die are restarted with backoff, as a kubelet does;
+* a replica whose processes hold more memory than ``limits.memory`` is
+  killed, as the OOM killer kills such a container, and so restarted;
 * ``scale`` follows the ``com.openfaas.scale.min``/``max`` labels
   (gateway-contract §8.2, §8.6) and allows 0; a function at zero starts on
   its next call, as the gateway's scale-from-zero does (§9.4);
@@ -56,7 +58,7 @@ from typing import IO
 
 import yaml
 
-from . import classic, namespaces
+from . import classic, namespaces, resources
 from .environments import BuildError, Environment, Environments, Progress
 from .replicas import (
     DEFAULT_NAMESPACE,
@@ -84,6 +86,7 @@ from .replicas import (
     SupervisorError,
     Version,
     check_deployment,
+    check_resources,
     drain_limit,
     free_port,
     lay_out,
@@ -122,6 +125,9 @@ _PACKAGE_PARENT = str(Path(classic.__file__).resolve().parents[1])
 _PYTHONS = {"python", "python3"}
 
 _MONITOR_INTERVAL = 0.1
+# How often a replica with limits.memory has its memory read: reading it
+# walks the process tree, and the kernel's OOM killer is not instant either.
+_MEMORY_INTERVAL = 0.5
 _PORT_ATTEMPTS = 3
 _PORT_IN_USE = "Address already in use"
 
@@ -221,6 +227,7 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
 
     def _check(self, deployment: Deployment) -> None:
         check_deployment(deployment)
+        check_resources(deployment)
 
     def _prepare(
         self,
@@ -251,6 +258,7 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
             env=env,
             logs=self._logs_for(deployment),
             drain_limit=drain_limit(deployment),
+            memory_limit=resources.memory_limit(deployment.limits),
         )
 
     def _materialize(self, deployment: Deployment) -> Path:
@@ -439,6 +447,7 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
             retiring = list(self._retiring)
         for replica in current:
             self._tend(replica, now)
+            self._keep_memory_limit(replica, now)
         for replica in retiring:
             self._wind_down(replica, now)
 
@@ -466,10 +475,38 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
         log.warning(
             "function instance %s %s; restarting in %.1fs; its last output:\n%s",
             replica.instance,
-            _describe(run.returncode),
+            run.killed_for or _describe(run.returncode),
             delay,
             output or "(none)",
         )
+
+    def _keep_memory_limit(self, replica: _Replica, now: float) -> None:
+        """Kill a replica over ``limits.memory``; ``_tend`` then restarts it.
+
+        Read outside the lock: walking the process tree takes milliseconds,
+        which ``endpoint`` should not wait for. A replica being replaced or
+        stopped has nothing to gain from a kill.
+        """
+        limit = replica.version.memory_limit
+        run = replica.run
+        if limit is None or run is None or replica.stopping or now < run.memory_due:
+            return
+        run.memory_due = now + _MEMORY_INTERVAL
+        used = resources.resident_memory(run.process.pid)
+        if used <= limit or run.exited():
+            return
+
+        run.killed_for = (
+            f"was killed: its processes held {resources.mebibytes(used)}, over "
+            f"limits.memory {replica.version.deployment.limits['memory']}"
+        )
+        log.warning(
+            "function instance %s %s; OpenFaaS's OOM killer would end its "
+            "container too: raise the limit or use less memory",
+            replica.instance,
+            run.killed_for,
+        )
+        run.signal(signal.SIGKILL, group=True)
 
     def _wind_down(self, replica: _Replica, now: float) -> None:
         run = replica.run
@@ -574,6 +611,9 @@ class _Run:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.readers: list[threading.Thread] = []
         self.returncode: int | None = None
+        # When limits.memory is next checked, and why it was killed if so.
+        self.memory_due = 0.0
+        self.killed_for: str | None = None
         self._end = threading.Lock()
 
     def exited(self) -> bool:
@@ -595,11 +635,11 @@ class _Run:
             return True
         return state is not None
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the process if it has not been collected."""
+    def signal(self, signum: int, *, group: bool = False) -> None:
+        """Send ``signum`` to the process (or its group) if not collected."""
         with self._end:
             if self.returncode is None:
-                _send(self.process.pid, signum, group=False)
+                _send(self.process.pid, signum, group=group)
 
     def finish(self) -> int:
         """Kill what is left of the process group; collect the exit status."""
@@ -660,6 +700,7 @@ class _Version(Version[_Replica]):
     run_folder: Path
     command: list[str]
     env: dict[str, str]
+    memory_limit: int | None = None
     next_slot: int = 0
 
     def add_replica(self) -> _Replica:
