@@ -338,6 +338,27 @@ def test_a_memory_limit_that_is_no_quantity_is_refused(
     assert supervisor.names() == []
 
 
+def test_a_cpu_limit_is_said_to_need_containers_once_per_value(
+    supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Processes are not throttled: the log says so, not on every reload."""
+    caplog.set_level(logging.WARNING, "localfaas.supervisor")
+    handler = write_handler(tmp_path / "busy")
+    deployment = replace(stack_function("busy", handler), limits={"cpu": "500m"})
+
+    supervisor.deploy(deployment)
+    supervisor.reload("busy", handler)
+    supervisor.deploy(replace(deployment, limits={"cpu": "1"}))
+
+    notes = [r.message for r in caplog.records if "limits.cpu" in r.message]
+    assert notes == [
+        "function busy: limits.cpu 500m is not applied to a local process; "
+        "run 'localfaas up --docker' to have it throttled as on OpenFaaS",
+        "function busy: limits.cpu 1 is not applied to a local process; "
+        "run 'localfaas up --docker' to have it throttled as on OpenFaaS",
+    ]
+
+
 def test_no_ready_replica_within_the_timeout(
     supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -188,6 +188,8 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
         self.environments = environments
 
         self._retiring: list[_Replica] = []
+        # The limits.cpu value each function was last told about.
+        self._cpu_noted: dict[str, str] = {}
         self._pids = _PidRecord(self.state_dir / "pids")
         self._pids.reap()
         self._monitor = threading.Thread(
@@ -228,6 +230,24 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
     def _check(self, deployment: Deployment) -> None:
         check_deployment(deployment)
         check_resources(deployment)
+        self._note_cpu_limit(deployment)
+
+    def _note_cpu_limit(self, deployment: Deployment) -> None:
+        """Warn that ``limits.cpu`` is not applied, once per value.
+
+        Only a cgroup can throttle a process; saying so on every hot reload
+        would bury the function's own lines.
+        """
+        cpu = deployment.limits.get("cpu")
+        if cpu is None or self._cpu_noted.get(deployment.name) == cpu:
+            return
+        self._cpu_noted[deployment.name] = cpu
+        log.warning(
+            "function %s: limits.cpu %s is not applied to a local process; "
+            "run 'localfaas up --docker' to have it throttled as on OpenFaaS",
+            deployment.name,
+            cpu,
+        )
 
     def _prepare(
         self,
