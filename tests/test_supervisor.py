@@ -290,14 +290,20 @@ def limited(name: str, handler: Path, memory: str) -> Deployment:
     return replace(stack_function(name, handler), limits={"memory": memory})
 
 
+def deploy_growing(supervisor: Supervisor, folder: Path, name: str, memory: str) -> int:
+    """Deploy GROWING under ``memory``; the pid of the process serving it."""
+    handler = write_handler(folder / name, source=GROWING)
+    supervisor.deploy(limited(name, handler, memory))
+    pid: int = call(supervisor, name).json()["pid"]
+    return pid
+
+
 def test_a_replica_over_its_memory_limit_is_killed_and_restarted(
     supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Past limits.memory the process dies, as OOMKilled, and comes back."""
     caplog.set_level(logging.WARNING, "localfaas.supervisor")
-    handler = write_handler(tmp_path / "greedy", source=GROWING)
-    supervisor.deploy(limited("greedy", handler, "128Mi"))
-    first = call(supervisor, "greedy").json()["pid"]
+    first = deploy_growing(supervisor, tmp_path, "greedy", "128Mi")
 
     with pytest.raises(httpx.TransportError):
         call(supervisor, "greedy", "/grow?mib=256&hold=20")
@@ -316,9 +322,7 @@ def test_a_replica_within_its_memory_limit_is_left_alone(
 ) -> None:
     """Holding 32 MiB for several checks under a 512Mi limit kills nothing."""
     caplog.set_level(logging.WARNING, "localfaas.supervisor")
-    handler = write_handler(tmp_path / "modest", source=GROWING)
-    supervisor.deploy(limited("modest", handler, "512Mi"))
-    first = call(supervisor, "modest").json()["pid"]
+    first = deploy_growing(supervisor, tmp_path, "modest", "512Mi")
 
     grown = call(supervisor, "modest", "/grow?mib=32&hold=1.5")
 
