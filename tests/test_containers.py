@@ -64,6 +64,11 @@ import os
 
 def handle(event, context):
     print(f"handled {event.path}", flush=True)
+    if event.path == "/grow":
+        # Every page written: 384 MiB resident, over the 128Mi limit even
+        # where the engine lets a container swap as much again.
+        held = b"x" * (384 << 20)
+        return {"statusCode": 200, "body": {"held": len(held)}}
     body = {"version": "VERSION", "greeting": os.environ.get("GREETING")}
     return {"statusCode": 200, "body": body}
 """
@@ -293,6 +298,25 @@ class TestServing:
         assert response.status_code == 200
         assert serving.attrs["State"]["StartedAt"] != started
         assert f"{serving.name} was killed by signal 9" in caplog.text
+
+    def test_a_container_over_its_memory_limit_is_named_oom_killed(
+        self,
+        supervisor: ContainerSupervisor,
+        serving: Any,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The kernel kills it; the log says why, and it serves again."""
+        with caplog.at_level(logging.WARNING, logger="localfaas.containers"):
+            with pytest.raises(httpx.TransportError):
+                call(supervisor, path="/grow")
+            eventually(lambda: "restarting" in caplog.text)
+            response = call(supervisor)
+
+        assert response.status_code == 200
+        assert (
+            f"{serving.name} was killed by the kernel's OOM killer: it needed "
+            "more than limits.memory 128Mi" in caplog.text
+        )
 
     def test_scale_up_and_down(
         self, client: Any, supervisor: ContainerSupervisor, serving: Any

@@ -572,6 +572,8 @@ class _Run:
     # output has been read to the end too.
     stopped: bool = False
     status: int | None = None
+    # The engine's word that the kernel killed it for limits.memory.
+    oom_killed: bool = False
     reader: threading.Thread | None = None
 
 
@@ -643,6 +645,7 @@ class _Replica:
             try:
                 result = self.container.wait()
                 run.status = int(result.get("StatusCode", -1))
+                run.oom_killed = self._oom_killed()
                 break
             except docker.errors.NotFound:
                 break
@@ -658,6 +661,23 @@ class _Replica:
     def output(self) -> str:
         """Its last lines."""
         return "\n".join(self.tail)
+
+    def ended(self, run: _Run) -> str:
+        """How ``run`` ended, in words for the log."""
+        if run.oom_killed:
+            limit = self.version.deployment.limits.get("memory", "-")
+            return (
+                f"was killed by the kernel's OOM killer: it needed more than "
+                f"limits.memory {limit}"
+            )
+        return _describe(run.status)
+
+    def _oom_killed(self) -> bool:
+        try:
+            self.container.reload()
+        except (docker.errors.DockerException, OSError):
+            return False
+        return bool(self.container.attrs.get("State", {}).get("OOMKilled"))
 
 
 @dataclass(eq=False)
@@ -779,7 +799,7 @@ def _raise_if_failed(name: str, replica: _Replica) -> None:
         return
     raise DeployError(
         name,
-        f"its container {replica.name} {_describe(run.status)} before "
+        f"its container {replica.name} {replica.ended(run)} before "
         f"{HEALTH_PATH} answered; its last output:",
         replica.output(),
     )
@@ -797,7 +817,7 @@ def _report_restart(replica: _Replica, run: _Run | None, delay: float) -> None:
     log.warning(
         "function container %s %s; restarting in %.1fs; its last output:\n%s",
         replica.name,
-        _describe(run.status),
+        replica.ended(run),
         delay,
         replica.output() or "(none)",
     )
