@@ -101,9 +101,10 @@ def memory_limit(limits: Mapping[str, str]) -> int | None:
 def resident_memory(pid: int) -> int:
     """Bytes of RAM held by process ``pid`` and its descendants; 0 if gone.
 
-    The sum of each process's resident set: pages a parent shares with a
-    forked child count twice, so this errs above what a cgroup would
-    charge, never below.
+    The sum of each process's resident set, which is close to, not the
+    same as, what a cgroup charges: pages a parent shares with a forked
+    child count twice here, and the page cache a cgroup also charges does
+    not count.
     """
     try:
         root = psutil.Process(pid)
