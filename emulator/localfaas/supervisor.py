@@ -505,8 +505,9 @@ class Supervisor(ReplicaSupervisor["_Version", "_Replica"]):
     def _keep_memory_limit(self, replica: _Replica, now: float) -> None:
         """Kill a replica over ``limits.memory``; ``_tend`` then restarts it.
 
-        Read outside the lock: walking the process tree takes milliseconds,
-        which ``endpoint`` should not wait for. A replica being replaced or
+        Read outside the lock: walking the process table takes about half a
+        millisecond here and more on a busier machine, which ``endpoint``
+        should not wait for. A replica being replaced or
         stopped has nothing to gain from a kill.
         """
         limit = replica.version.memory_limit
